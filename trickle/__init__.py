@@ -1,0 +1,70 @@
+"""Trickle: a small server-rendered chat for any OpenAI-compatible model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+
+import click
+from dotenv import load_dotenv
+from flask import Flask
+
+from . import storage
+from .providers import DemoModel, OpenAICompatible, make_provider
+from .registry import Registry
+from .settings import Settings, load_settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Trickle:
+    """What the views need, wired once per app: settings, database, model, live generations."""
+
+    settings: Settings
+    engine: object
+    provider: OpenAICompatible | DemoModel
+    registry: Registry
+
+
+def create_app(env: dict | None = None) -> Flask:
+    """Build the app from the environment (and `.env`); raises SettingsError naming a bad variable."""
+    if env is None:
+        load_dotenv(os.path.join(os.getcwd(), ".env"))
+    settings = load_settings(env)
+    app = Flask(__name__, instance_relative_config=True,
+                template_folder=os.path.join(ROOT, "templates"), static_folder=os.path.join(ROOT, "static"))
+    app.config.update(
+        SECRET_KEY=settings.secret_key or secrets.token_hex(32),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+    )
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    database_url = settings.database_url
+    if database_url is None:
+        os.makedirs(app.instance_path, exist_ok=True)
+        database_url = "sqlite:///" + os.path.join(app.instance_path, "trickle.db")
+    engine = storage.make_engine(database_url)
+    storage.init_db(engine)
+
+    registry = Registry(engine, settings)
+    registry.sweep()  # answers left "streaming" by a killed worker become "interrupted"
+    app.extensions["trickle"] = Trickle(settings, engine, make_provider(settings), registry)
+
+    from . import api, errors, pages
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    errors.init_app(app)
+
+    @app.cli.command("init-db")
+    def init_db_command():
+        """Create the tables (idempotent; the app also does it at start)."""
+        storage.init_db(engine)
+        click.echo(f"Database ready: {engine.url.render_as_string(hide_password=True)}")
+
+    return app

@@ -1,0 +1,31 @@
+"""Errors as a readable message: JSON under /api, a page or an htmx fragment elsewhere; never a trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger("trickle.errors")
+
+
+def error_response(status: int, message: str):
+    """The one way every view reports a problem to a person or a client."""
+    if request.path.startswith("/api/"):
+        return jsonify(error=message), status
+    if request.headers.get("HX-Request"):
+        html = render_template("_error.html", message=message)
+        return html, status, {"HX-Retarget": "#composer-error", "HX-Reswap": "innerHTML"}
+    return render_template("error.html", message=message, status=status), status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        return error_response(err.code or 500, err.description or err.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, InternalServerError.description)

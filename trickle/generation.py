@@ -1,0 +1,231 @@
+"""An answer being written is a Generation, owned by the server, not by a request.
+
+It runs in its own greenlet, pulls deltas from a provider into an append-only
+log (every position is an offset), and ends with an outcome. HTTP responses are
+only listeners (see `listen.py`): they attach at a cursor, replay, follow, and
+detach. So a reload or an EventSource reconnect is just another attach, Stop is
+`cancel()` from any request, and a client leaving is a listener detaching.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import closing
+
+import gevent
+from gevent.event import Event
+
+from .providers import ProviderError, Usage, counted_usage
+
+log = logging.getLogger("trickle.generation")
+
+STREAMING = "streaming"
+
+
+class Interrupt(BaseException):
+    """Ends a generation from outside (Stop, a deadline, nobody watching, shutdown).
+
+    A BaseException, so that no library's `except Exception` swallows it
+    on its way out of a blocking read.
+    """
+
+    def __init__(self, outcome: str, message: str | None = None):
+        super().__init__(message or outcome)
+        self.outcome = outcome
+        self.message = message
+
+
+class Generation:
+    """One answer: its text log, its outcome, and the listeners following it."""
+
+    def __init__(self, key, provider, messages: list[dict], model: str, *, fallback_models=(),
+                 retry_attempts: int = 2, retry_max_wait: float = 20.0, grace: float = 30.0,
+                 attach_timeout: float = 15.0, flush_chars: int = 2048,
+                 on_finish: Callable[[Generation, str, str | None], None] | None = None):
+        self.key = key
+        self.provider = provider
+        self.messages = messages
+        self.model = model
+        self.fallback_models = [m for m in fallback_models if m != model]
+        self.retry_attempts = retry_attempts
+        self.retry_max_wait = retry_max_wait
+        self.grace = grace
+        self.attach_timeout = attach_timeout
+        self.flush_chars = flush_chars
+        self.on_finish = on_finish
+
+        self.parts: list[str] = []  # the append-only log; offsets count characters
+        self.length = 0
+        self.status = STREAMING
+        self.error: str | None = None
+        self.notice: str | None = None  # e.g. "retrying in 2 s…", shown while waiting
+        self.usage: Usage | None = None
+        self.started_at = time.monotonic()
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.finished_at: float | None = None
+
+        self.listeners = 0
+        self.ever_attached = False
+        self.unwatched_since: float | None = self.started_at
+        self.idle_waiters = 0  # listeners with nothing to send, waiting for the next delta
+        self.wakeup = Event()
+        self.done = Event()
+        self._urgent_mark = 0
+        self._greenlet: gevent.Greenlet | None = None
+        self._ending = False  # set once the outcome is decided; cancel() is then a no-op
+
+    # -- the log -------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.status != STREAMING
+
+    def text(self) -> str:
+        return "".join(self.parts)  # never merged in place: listeners hold indexes into parts
+
+    def locate(self, cursor: int) -> tuple[int, str]:
+        """Where a listener at `cursor` resumes: (part index, text it has not seen of that part)."""
+        if cursor <= 0:
+            return 0, ""
+        offset = 0
+        for index, part in enumerate(self.parts):
+            if offset + len(part) > cursor:
+                return index + 1, part[cursor - offset:]
+            offset += len(part)
+        return len(self.parts), ""
+
+    def _signal(self) -> None:
+        """Wake every waiting listener (a fresh Event, so none of them misses a wake-up)."""
+        wakeup, self.wakeup = self.wakeup, Event()
+        wakeup.set()
+
+    def _append(self, delta: str) -> None:
+        # The hot path: no allocation beyond the list slot, and a wake-up only when
+        # someone waits idle or enough text piled up; otherwise listeners pick it
+        # up at their next flush.
+        now = time.monotonic()
+        if self.first_token_at is None:
+            self.first_token_at = now
+            self.notice = None
+        self.last_token_at = now
+        self.parts.append(delta)
+        self.length += len(delta)
+        if self.idle_waiters or self.length - self._urgent_mark >= self.flush_chars:
+            self._urgent_mark = self.length
+            self._signal()
+
+    def _set_notice(self, notice: str | None) -> None:
+        self.notice = notice
+        self._signal()
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> Generation:
+        self._greenlet = gevent.spawn(self._run)
+        return self
+
+    def cancel(self, outcome: str = "stopped", message: str | None = None) -> None:
+        """End the generation now, keeping the text so far. Safe to call from any greenlet."""
+        if self._greenlet is not None and not self._ending and not self._greenlet.dead:
+            self._greenlet.kill(Interrupt(outcome, message), block=False)
+
+    def attach(self) -> None:
+        self.listeners += 1
+        self.ever_attached = True
+        self.unwatched_since = None
+
+    def detach(self) -> None:
+        self.listeners -= 1
+        if self.listeners == 0 and not self.finished:
+            self.unwatched_since = time.monotonic()
+            if self.grace <= 0:
+                self.cancel("stopped", "Stopped: the page was closed.")
+
+    def check(self, now: float, *, watched_elsewhere: bool, first_token_timeout: float,
+              idle_timeout: float, stream_max: float) -> None:
+        """Apply the deadlines and the nobody-watching policy; called by the registry's monitor."""
+        if self.finished:
+            return
+        if watched_elsewhere and self.listeners == 0:
+            self.unwatched_since = now
+        if self.unwatched_since is not None:
+            allowed = self.grace if self.ever_attached else max(self.grace, self.attach_timeout)
+            if now - self.unwatched_since >= allowed:
+                return self.cancel("stopped", "Stopped: nobody was watching this answer.")
+        if now - self.started_at >= stream_max:
+            return self.cancel("failed", f"The answer took longer than STREAM_MAX_S ({stream_max:g} s) "
+                                         "and was cut there.")
+        if self.first_token_at is None:
+            if now - self.started_at >= first_token_timeout and not self.notice:
+                self.cancel("failed", f"{self.provider.label} sent nothing for {first_token_timeout:g} s.")
+        elif now - self.last_token_at >= idle_timeout:
+            self.cancel("failed", f"{self.provider.label} stalled: nothing new for {idle_timeout:g} s.")
+
+    def _run(self) -> None:
+        outcome, error = "done", None
+        try:
+            self._produce()
+        except Interrupt as interrupt:
+            outcome, error = interrupt.outcome, interrupt.message
+        except ProviderError as err:
+            outcome, error = "failed", err.message
+        except Exception:  # a bug must end the answer cleanly, not leave it streaming
+            log.exception("generation %s crashed", self.key)
+            outcome, error = "failed", "Something went wrong on the server while writing this answer."
+        self._finish(outcome, error)
+
+    def _produce(self) -> None:
+        models = [self.model, *self.fallback_models]
+        for position, model in enumerate(models):
+            attempt = 0
+            while True:
+                try:
+                    with closing(self.provider.stream(self.messages, model)) as deltas:
+                        for delta in deltas:
+                            if isinstance(delta, Usage):
+                                self.usage = delta
+                            else:
+                                self._append(delta)
+                    self.model = model
+                    return
+                except ProviderError as err:
+                    if self.length or not err.retryable:
+                        raise
+                    if attempt < self.retry_attempts:
+                        wait = err.retry_after if err.retry_after is not None else 0.5 * 2 ** attempt
+                        wait = min(wait, self.retry_max_wait)
+                        attempt += 1
+                        self._set_notice(f"{err.message} Retrying in {wait:.0f} s…")
+                        gevent.sleep(wait)
+                        continue
+                    if position + 1 < len(models):
+                        self._set_notice(f"{err.message} Trying {models[position + 1]} instead…")
+                        break
+                    raise
+
+    def _finish(self, outcome: str, error: str | None) -> None:
+        self._ending = True
+        self.finished_at = time.monotonic()
+        self.notice = None
+        if self.usage is None:
+            self.usage = counted_usage(self.messages, self.text())
+        if self.on_finish is not None:  # saved before any listener can see the end
+            try:
+                self.on_finish(self, outcome, error)
+            except Exception:
+                log.exception("could not record the end of generation %s", self.key)
+        self.status = outcome
+        self.error = error
+        self.done.set()
+        self._signal()
+
+    # -- figures for the footnote and the log -------------------------------
+    @property
+    def ttft_ms(self) -> int | None:
+        return None if self.first_token_at is None else round((self.first_token_at - self.started_at) * 1000)
+
+    @property
+    def duration_ms(self) -> int | None:
+        end = self.finished_at or time.monotonic()
+        return round((end - self.started_at) * 1000)

@@ -1,0 +1,121 @@
+"""Listeners: an HTTP response attached to a generation, and the encoders that speak for it.
+
+One loop (`follow`) replays from a cursor, then follows live, batching what
+arrived since the last write; an encoder turns text into a protocol (the page's
+HTML fragments, or the JSON events of `/api/chat`). One engine, several encoders.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+from markupsafe import escape
+
+from . import sse
+from .render import Splitter
+
+
+def follow(generation, cursor: int, encoder, *, flush_interval: float, ping_interval: float) -> Iterator[bytes]:
+    """Yield the encoded stream of `generation` from `cursor` until it ends or the client leaves.
+
+    The WSGI server closes this generator when a write fails (the client left),
+    which detaches the listener in `finally`.
+    """
+    generation.attach()
+    try:
+        index, pending = generation.locate(cursor)
+        cursor = min(max(cursor, 0), generation.length)
+        head = encoder.start(generation.text()[:cursor] if encoder.needs_prefix else "", cursor)
+        yield head.encode() if head else sse.PING  # headers and a first byte go out at once
+        last_write = time.monotonic()
+        notice = None
+        while True:
+            wakeup = generation.wakeup
+            parts = generation.parts
+            if index < len(parts):
+                pending += "".join(parts[index:])
+                index = len(parts)
+            out = []
+            if pending:
+                cursor += len(pending)
+                out.append(encoder.text(pending, cursor))
+                pending = ""
+            if generation.notice != notice:
+                notice = generation.notice
+                out.append(encoder.notice(notice, cursor))
+            if generation.finished and index == len(generation.parts):
+                out.append(encoder.finish(generation, generation.length))
+                yield "".join(out).encode()
+                return
+            if getattr(generation, "abandoned", False):
+                return  # the client reconnects to a worker that stays up
+            if out:
+                yield "".join(out).encode()
+                last_write = time.monotonic()
+                generation.wakeup.wait(flush_interval)  # batch: only a burst or the end cuts this short
+                continue
+            quiet = time.monotonic() - last_write
+            if quiet >= ping_interval:
+                yield sse.PING  # keeps proxies open, and is how we learn that the client left
+                last_write = time.monotonic()
+                continue
+            generation.idle_waiters += 1
+            try:
+                wakeup.wait(ping_interval - quiet)
+            finally:
+                generation.idle_waiters -= 1
+    finally:
+        generation.detach()
+
+
+class PageEvents:
+    """The chat page's events: `block` (a finished markdown block), `delta` (tail text),
+    `status` (e.g. retrying…) and `done` (the final message fragment)."""
+
+    needs_prefix = True
+
+    def __init__(self, message_id: int, render_final: Callable[[object], str]):
+        self.message_id = message_id
+        self.render_final = render_final
+        self.splitter = Splitter()
+
+    def start(self, prefix: str, cursor: int) -> str:
+        self.splitter = Splitter(prefix)  # the page already shows this much
+        return ""
+
+    def text(self, delta: str, cursor: int) -> str:
+        blocks = self.splitter.feed(delta)
+        if not blocks:
+            return sse.event(str(escape(delta)), "delta", cursor)
+        tail = (f'<span class="tail" id="tail-{self.message_id}" hx-swap-oob="true" sse-swap="delta" '
+                f'hx-swap="beforeend" hx-target="this">{escape(self.splitter.tail)}</span>')
+        return sse.event("".join(blocks) + tail, "block", cursor)
+
+    def notice(self, notice: str | None, cursor: int) -> str:
+        return sse.event(str(escape(notice or "")), "status", cursor)
+
+    def finish(self, generation, cursor: int) -> str:
+        return sse.event(self.render_final(generation), "done", cursor)
+
+
+class ApiEvents:
+    """The reference Express relay's protocol: `data: {"content": …}` events, then `data: [DONE]`."""
+
+    needs_prefix = False
+
+    def start(self, prefix: str, cursor: int) -> str:
+        return ""
+
+    def text(self, delta: str, cursor: int) -> str:
+        return f"data: {json.dumps({'content': delta}, ensure_ascii=False)}\n\n"
+
+    def notice(self, notice: str | None, cursor: int) -> str:
+        return f": {notice}\n\n" if notice else ""
+
+    def finish(self, generation, cursor: int) -> str:
+        if generation.status in ("failed", "interrupted"):
+            error = json.dumps({"error": generation.error or generation.status}, ensure_ascii=False)
+            return f"data: {error}\n\ndata: [DONE]\n\n"
+        return "data: [DONE]\n\n"

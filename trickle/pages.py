@@ -1,0 +1,256 @@
+"""The chat pages and their htmx fragments; every page works from the server's HTML alone."""
+
+from __future__ import annotations
+
+import time
+
+from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
+                   url_for)
+
+from . import sse, storage
+from .errors import error_response
+from .listen import PageEvents, follow
+from .registry import Draining
+from .render import Splitter, render_markdown
+
+bp = Blueprint("pages", __name__)
+
+
+def trickle():
+    return current_app.extensions["trickle"]
+
+
+def message_view(row, live=None) -> dict:
+    """What `_message.html` needs for one message, finished or still streaming."""
+    status = live.status if live is not None else row.status
+    text = live.text() if live is not None else row.content
+    view = {"id": row.id, "role": row.role, "status": status, "model": row.model,
+            "error": live.error if live is not None else row.error, "text": text,
+            "tokens_in": row.tokens_in, "tokens_out": row.tokens_out, "ttft_ms": row.ttft_ms,
+            "duration_ms": row.duration_ms}
+    if status == storage.STREAMING:
+        splitter = Splitter()
+        view.update(blocks=splitter.feed(text), tail=splitter.tail, cursor=len(text),
+                    notice=live.notice if live is not None else None)
+    elif row.role == "assistant":
+        view["html"] = render_markdown(text)
+    return view
+
+
+def conversation_page(conversation=None, status: int = 200):
+    app = trickle()
+    registry = app.registry
+    rows = storage.list_messages(app.engine, conversation.id) if conversation else []
+    views = [message_view(row, registry.get(row.id)) for row in rows]
+    return render_template(
+        "conversation.html", conversation=conversation, messages=views,
+        conversations=storage.list_conversations(app.engine), settings=app.settings,
+        provider_label=app.provider.label,
+    ), status
+
+
+@bp.get("/")
+def index():
+    """A new chat: the welcome panel and an empty composer."""
+    return conversation_page()
+
+
+@bp.get("/c/<int:conversation_id>")
+def conversation(conversation_id: int):
+    row = storage.get_conversation(trickle().engine, conversation_id)
+    if row is None:
+        abort(404, "This conversation does not exist (it may have been deleted).")
+    return conversation_page(row)
+
+
+def _title(content: str) -> str:
+    words = " ".join(content.split())
+    return words if len(words) <= 60 else words[:57].rstrip() + "…"
+
+
+@bp.post("/messages")
+def send_message():
+    """Store the question and an empty answer, start the generation, return both bubbles."""
+    app = trickle()
+    content = (request.form.get("content") or "").strip()
+    if not content:
+        return error_response(400, "Type a message first.")
+    if len(content) > app.settings.max_input_chars:
+        return error_response(413, f"Your message is {len(content):,} characters long; "
+                                   f"the limit is {app.settings.max_input_chars:,}.")
+    conversation_id = request.form.get("conversation_id", type=int)
+    created = False
+    if conversation_id:
+        conversation = storage.get_conversation(app.engine, conversation_id)
+        if conversation is None:
+            return error_response(404, "This conversation no longer exists.")
+    else:
+        conversation_id = storage.create_conversation(app.engine, _title(content), app.settings.chat_model)
+        conversation = storage.get_conversation(app.engine, conversation_id)
+        created = True
+    model = conversation.model or app.settings.chat_model
+    user_id, answer_id = storage.append_exchange(app.engine, conversation_id, content, model)
+    try:
+        generation = _start(answer_id, conversation_id, model)
+    except Draining as err:
+        storage.finish_message(app.engine, answer_id, "", "interrupted", str(err))
+        return error_response(503, str(err))
+
+    if not request.headers.get("HX-Request"):  # no JavaScript: answer once complete
+        _wait_for(generation)
+        return redirect(url_for("pages.conversation", conversation_id=conversation_id,
+                                _anchor=f"message-{answer_id}"), 303)
+    user_row = storage.get_message(app.engine, user_id)
+    answer_row = storage.get_message(app.engine, answer_id)
+    headers = {"HX-Push-Url": url_for("pages.conversation", conversation_id=conversation_id)} if created else {}
+    return render_template("_exchange.html", user=message_view(user_row),
+                           answer=message_view(answer_row, generation), conversation=conversation,
+                           created=created), 200, headers
+
+
+def _start(answer_id: int, conversation_id: int, model: str):
+    app = trickle()
+    history = storage.prompt_messages(app.engine, conversation_id, answer_id)
+    return app.registry.start(answer_id, app.provider, history, model)
+
+
+def _wait_for(generation) -> None:
+    generation.attach()  # a waiting request is a listener: the answer must not be dropped as unwatched
+    try:
+        generation.done.wait(trickle().settings.stream_max + 10)
+    finally:
+        generation.detach()
+
+
+@bp.post("/messages/<int:message_id>/retry")
+def retry_message(message_id: int):
+    """Write an ended answer again (after an error, a stop or a restart)."""
+    app = trickle()
+    row = storage.get_message(app.engine, message_id)
+    if row is None or row.role != "assistant":
+        abort(404, "There is no such answer.")
+    if row.status == storage.STREAMING:
+        abort(409, "This answer is still being written.")
+    conversation = storage.get_conversation(app.engine, row.conversation_id)
+    model = conversation.model or app.settings.chat_model
+    storage.restart_message(app.engine, message_id, model)
+    try:
+        generation = _start(message_id, row.conversation_id, model)
+    except Draining as err:
+        storage.finish_message(app.engine, message_id, "", "interrupted", str(err))
+        return error_response(503, str(err))
+    if not request.headers.get("HX-Request"):
+        _wait_for(generation)
+        return redirect(url_for("pages.conversation", conversation_id=row.conversation_id), 303)
+    return render_template("_message.html", m=message_view(storage.get_message(app.engine, message_id),
+                                                            generation))
+
+
+@bp.post("/messages/<int:message_id>/stop")
+def stop_message(message_id: int):
+    """Stop an answer mid-stream; the text so far is kept. Works from any worker."""
+    app = trickle()
+    row = storage.get_message(app.engine, message_id)
+    if row is None:
+        abort(404, "There is no such answer.")
+    app.registry.stop(message_id)
+    if not request.headers.get("HX-Request"):
+        generation = app.registry.get(message_id)
+        if generation is not None:
+            generation.done.wait(5)
+        return redirect(url_for("pages.conversation", conversation_id=row.conversation_id), 303)
+    return "", 204
+
+
+@bp.get("/messages/<int:message_id>/events")
+def message_events(message_id: int):
+    """Attach to an answer: replay from the cursor, follow it live, end with `done`.
+
+    Never starts a generation, so the browser's automatic re-request of an
+    ended stream is harmless: it gets `done` at once.
+    """
+    app = trickle()
+    cursor = request.headers.get("Last-Event-ID", type=int)
+    if cursor is None:
+        cursor = request.args.get("cursor", default=0, type=int)
+    generation = app.registry.get(message_id)
+    if generation is None:
+        row = storage.get_message(app.engine, message_id)
+        if row is None:
+            abort(404, "There is no such answer.")
+        if row.status == storage.STREAMING:  # written by another worker: follow it through the database
+            generation = app.registry.follow(message_id, row.content)
+        else:
+            generation = _EndedMessage(row)
+    render_final = _final_renderer(message_id)
+    stream = follow(generation, cursor, PageEvents(message_id, render_final),
+                    flush_interval=app.settings.flush_interval, ping_interval=app.settings.ping_interval)
+    return Response(stream, headers=sse.HEADERS)
+
+
+def _final_renderer(message_id: int):
+    """Render the final bubble after the request is gone: reads nothing from `request` later."""
+    app = current_app._get_current_object()
+    environ = {key: request.environ[key] for key in
+               ("wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST", "SCRIPT_NAME")
+               if key in request.environ}
+    environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
+
+    def render(_generation) -> str:
+        with app.request_context(environ):
+            row = storage.get_message(app.extensions["trickle"].engine, message_id)
+            return render_template("_message.html", m=message_view(row)).strip() if row else ""
+
+    return render
+
+
+class _EndedMessage:
+    """A finished answer seen through the listener interface: its only event is `done`."""
+
+    notice = None
+    wakeup = None
+    idle_waiters = 0
+
+    def __init__(self, row):
+        self.parts = [row.content] if row.content else []
+        self.length = len(row.content)
+        self.status = row.status
+
+    finished = True
+
+    def attach(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def locate(self, cursor: int):
+        return len(self.parts), ""
+
+
+@bp.post("/c/<int:conversation_id>/delete")
+def delete_conversation(conversation_id: int):
+    app = trickle()
+    for row in storage.list_messages(app.engine, conversation_id):
+        if row.status == storage.STREAMING:
+            app.registry.stop(row.id)
+    storage.delete_conversation(app.engine, conversation_id)
+    if request.headers.get("HX-Request"):
+        current = request.headers.get("HX-Current-URL", "")
+        if current.rstrip("/").endswith(f"/c/{conversation_id}"):
+            return "", 200, {"HX-Redirect": url_for("pages.index")}
+        return "", 200
+    return redirect(url_for("pages.index"), 303)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers and the database is reachable."""
+    started = time.monotonic()
+    try:
+        storage.ping(trickle().engine)
+    except Exception:
+        return {"status": "error", "database": "unreachable"}, 503
+    return {"status": "ok", "database_ms": round((time.monotonic() - started) * 1000, 1),
+            "live_generations": len(trickle().registry.live)}

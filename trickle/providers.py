@@ -1,0 +1,216 @@
+"""Models behind one small interface: `stream()` yields text deltas, then one `Usage`.
+
+Every OpenAI-compatible service (OpenAI, OpenRouter, Ollama, vLLM, LM Studio…) is
+the same class with another `Endpoint`; the offline demo model is just another
+provider. Failures surface as `ProviderError`, whatever library raised them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import openai
+
+from .settings import Endpoint, Settings
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts for one answer, from the provider or counted when it gives none."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    counted: bool = False  # True when estimated here rather than reported upstream
+
+
+class ProviderError(Exception):
+    """An upstream failure, with a message written for the person in the chat."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+Delta = str | Usage
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough count (about four characters a token) for providers that report no usage."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def _retry_after(response) -> float | None:
+    try:
+        value = response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, ValueError):
+        return None
+
+
+def _provider_error(err: Exception, endpoint: Endpoint, model: str) -> ProviderError:
+    """Turn the openai client's exceptions into one message that says what to fix."""
+    where = endpoint.label
+    if isinstance(err, openai.AuthenticationError):
+        return ProviderError(f"{where} rejected the API key (401): check the key you configured.", status=401)
+    if isinstance(err, openai.PermissionDeniedError):
+        return ProviderError(f"{where} refused access (403) to model {model}.", status=403)
+    if isinstance(err, openai.NotFoundError):
+        return ProviderError(f"{where} does not know model {model!r} (404): check CHAT_MODEL.", status=404)
+    if isinstance(err, openai.RateLimitError):
+        return ProviderError(f"{where} is rate limiting requests (429).", status=429, retryable=True,
+                             retry_after=_retry_after(err.response))
+    if isinstance(err, openai.APIStatusError):
+        status = err.status_code
+        retryable = status in (408, 409) or status >= 500
+        return ProviderError(f"{where} answered with an error ({status}).", status=status,
+                             retryable=retryable, retry_after=_retry_after(err.response))
+    if isinstance(err, openai.APITimeoutError):
+        return ProviderError(f"{where} did not answer in time.", retryable=True)
+    if isinstance(err, openai.APIConnectionError):
+        return ProviderError(f"Could not reach {where} at {endpoint.base_url}.", retryable=True)
+    return ProviderError(f"{where} failed: {err}")
+
+
+class OpenAICompatible:
+    """Streams chat completions from any OpenAI-compatible base URL."""
+
+    def __init__(self, endpoint: Endpoint, settings: Settings):
+        self.endpoint = endpoint
+        self.label = endpoint.label
+        self.max_tokens = settings.max_tokens
+        # Retries and timeouts are the generation's job (it shows "retrying…" and
+        # knows the deadlines); the read timeout here is only a backstop.
+        timeout = openai.Timeout(settings.idle_timeout + 5, connect=settings.connect_timeout)
+        self.client = openai.OpenAI(
+            base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0,
+            timeout=timeout, default_headers=dict(endpoint.headers) or None,
+        )
+
+    def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
+        """Yield content deltas as they arrive, then the usage record.
+
+        Reads the raw SSE lines instead of building a model object per chunk: the
+        per-token cost is most of what a relay spends.
+        """
+        extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        try:
+            with self.client.chat.completions.with_streaming_response.create(
+                model=model, messages=messages, stream=True,
+                stream_options={"include_usage": True}, **extra,
+            ) as response:
+                yield from _parse_sse_lines(response.iter_lines(), messages)
+        except openai.OpenAIError as err:
+            raise _provider_error(err, self.endpoint, model) from err
+        except (OSError, ValueError) as err:  # a dropped socket or a garbled line
+            raise ProviderError(f"The connection to {self.label} broke: {err.__class__.__name__}.",
+                                retryable=False) from err
+
+    def list_models(self) -> list[str]:
+        """The provider's model ids, from its `/models` endpoint."""
+        try:
+            return sorted(model.id for model in self.client.models.list())
+        except openai.OpenAIError:
+            return []
+
+
+def _parse_sse_lines(lines: Iterator[str], messages: list[dict]) -> Iterator[Delta]:
+    usage = None
+    sent = []
+    finish_reason = None
+    for line in lines:
+        if not line.startswith("data:"):
+            continue  # blank separators, `: keep-alive` comments, event names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        chunk = json.loads(data)
+        if chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise ProviderError(f"The provider reported an error mid-answer: {message}")
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                sent.append(content)
+                yield content
+            finish_reason = choice.get("finish_reason") or finish_reason
+            if finish_reason == "error":
+                raise ProviderError("The provider ended the answer with an error.")
+    else:
+        if finish_reason is None:  # some servers skip [DONE], but none skip finish_reason
+            raise ProviderError("The provider closed the stream before the answer was complete.")
+    if usage:
+        yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+    else:
+        yield counted_usage(messages, "".join(sent))
+
+
+def counted_usage(messages: list[dict], answer: str) -> Usage:
+    prompt = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
+    return Usage(prompt, estimate_tokens(answer), counted=True)
+
+
+DEMO_TEMPLATE = """You asked: *{question}*
+
+I am Trickle's **demo model**: I answer offline, the same way every time, so you can try the chat before connecting a real one. Here is what a real answer can hold:
+
+1. Lists, like this one
+2. **Bold**, *italic* and `inline code`
+3. Tables and code blocks, below
+
+| Provider | Setting |
+|---|---|
+| OpenAI | `OPENAI_API_KEY` |
+| OpenRouter | `OPENROUTER_API_KEY` |
+| Ollama | `OLLAMA_HOST` |
+
+```python
+def greet(name: str) -> str:
+    return f"Hello, {{name}}!"
+```
+
+Set one of those variables and restart to talk to a real model."""
+
+_TOKEN = re.compile(r"\S+\s*|\s+")
+
+
+class DemoModel:
+    """An offline, deterministic model that streams at a realistic pace and exercises the renderer."""
+
+    label = "demo model"
+
+    def __init__(self, delay: float = 0.025):
+        self.delay = delay
+
+    def answer(self, messages: list[dict]) -> str:
+        question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        question = " ".join(str(question).split())[:200] or "nothing"
+        question = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>])", r"\\\1", question)
+        return DEMO_TEMPLATE.format(question=question)
+
+    def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
+        answer = self.answer(messages)
+        for token in _TOKEN.findall(answer):
+            if self.delay:
+                time.sleep(self.delay)  # cooperative: time.sleep is gevent's after monkey-patching
+            yield token
+        yield counted_usage(messages, answer)
+
+    def list_models(self) -> list[str]:
+        return ["demo"]
+
+
+def make_provider(settings: Settings) -> OpenAICompatible | DemoModel:
+    if settings.endpoint is None:
+        return DemoModel(settings.demo_delay)
+    return OpenAICompatible(settings.endpoint, settings)

@@ -1,0 +1,172 @@
+"""Environment (and `.env`) to one validated, immutable settings object.
+
+Every setting is read here and nowhere else, so a typo fails at start with a
+message that names the variable instead of failing mid-stream.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible provider, described as data (one client class serves them all)."""
+
+    name: str  # "openai", "openrouter", "ollama", "custom"
+    base_url: str
+    api_key: str
+    label: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoint: Endpoint | None  # None: the built-in demo model answers
+    chat_model: str
+    chat_models: tuple[str, ...]
+    database_url: str | None  # None: a SQLite file in the instance folder
+    secret_key: str | None
+    flush_interval: float  # seconds between two writes of one stream
+    flush_chars: int  # write sooner once this many characters wait
+    ping_interval: float  # SSE keep-alive comment while nothing else is sent
+    save_interval: float  # how often a live answer is saved to the database
+    disconnect_grace: float  # how long an answer nobody watches goes on
+    attach_timeout: float  # how long a new answer waits for its first listener
+    connect_timeout: float
+    first_token_timeout: float
+    idle_timeout: float
+    stream_max: float
+    retry_attempts: int
+    retry_max_wait: float
+    fallback_models: tuple[str, ...]
+    max_input_chars: int
+    max_tokens: int | None
+    demo_delay: float  # seconds between the demo model's tokens
+
+    @property
+    def provider_label(self) -> str:
+        return self.endpoint.label if self.endpoint else "demo model"
+
+
+OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+OPENROUTER_BASE = "https://openrouter.ai/api/v1"
+OLLAMA_DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 0) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = env.get(name, "").strip() or default
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError(f"{name} must be an http(s) URL like http://127.0.0.1:11434, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
+    """Pick the provider: an explicit CHAT_PROVIDER, else the first one configured, else the demo."""
+    choice = env.get("CHAT_PROVIDER", "").strip().lower()
+    if choice not in ("", "openai", "openrouter", "ollama", "demo"):
+        raise SettingsError(f"CHAT_PROVIDER must be one of openai, openrouter, ollama, demo; got {choice!r}")
+    openai_key = env.get("OPENAI_API_KEY", "").strip()
+    openai_base = _url(env, "OPENAI_BASE_URL")
+    openrouter_key = env.get("OPENROUTER_API_KEY", "").strip()
+    ollama_host = _url(env, "OLLAMA_HOST")
+    if not choice:
+        if openai_key or openai_base:
+            choice = "openai"
+        elif openrouter_key:
+            choice = "openrouter"
+        elif ollama_host:
+            choice = "ollama"
+        else:
+            choice = "demo"
+    if choice == "openai":
+        base = openai_base or OPENAI_DEFAULT_BASE
+        if not openai_key and base == OPENAI_DEFAULT_BASE:
+            raise SettingsError("OPENAI_API_KEY is required to use OpenAI (or set OPENAI_BASE_URL)")
+        label = "OpenAI" if base == OPENAI_DEFAULT_BASE else urlparse(base).netloc
+        return Endpoint("openai" if base == OPENAI_DEFAULT_BASE else "custom", base, openai_key or "unused", label)
+    if choice == "openrouter":
+        if not openrouter_key:
+            raise SettingsError("OPENROUTER_API_KEY is required when CHAT_PROVIDER=openrouter")
+        headers = (("X-Title", env.get("APP_NAME", "Trickle")),)
+        return Endpoint("openrouter", OPENROUTER_BASE, openrouter_key, "OpenRouter", headers)
+    if choice == "ollama":
+        host = ollama_host or OLLAMA_DEFAULT_HOST
+        return Endpoint("ollama", host + "/v1", "ollama", f"Ollama at {urlparse(host).netloc}")
+    return None
+
+
+DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "openrouter": "openai/gpt-5.4-mini", "ollama": "llama3.2"}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise SettingsError naming the first bad variable."""
+    env = os.environ if env is None else env
+    endpoint = _endpoint(env)
+    default_model = DEFAULT_MODELS.get(endpoint.name, "default") if endpoint else "demo"
+    chat_model = env.get("CHAT_MODEL", "").strip() or default_model
+    chat_models = _names(env, "CHAT_MODELS")
+    flush_ms = _number(env, "STREAM_FLUSH_MS", 30, minimum=0)
+    return Settings(
+        endpoint=endpoint,
+        chat_model=chat_model,
+        chat_models=chat_models,
+        database_url=env.get("DATABASE_URL", "").strip() or None,
+        secret_key=env.get("SECRET_KEY", "").strip() or None,
+        flush_interval=flush_ms / 1000,
+        flush_chars=_integer(env, "STREAM_FLUSH_CHARS", 2048, minimum=1),
+        ping_interval=_number(env, "SSE_PING_S", 15, minimum=0.05),
+        save_interval=_number(env, "SAVE_INTERVAL_S", 1.0, minimum=0.05),
+        disconnect_grace=_number(env, "DISCONNECT_GRACE_S", 30),
+        attach_timeout=_number(env, "ATTACH_TIMEOUT_S", 15),
+        connect_timeout=_number(env, "CONNECT_TIMEOUT_S", 10, minimum=0.1),
+        first_token_timeout=_number(env, "FIRST_TOKEN_TIMEOUT_S", 120, minimum=0.1),
+        idle_timeout=_number(env, "STREAM_IDLE_S", 60, minimum=0.1),
+        stream_max=_number(env, "STREAM_MAX_S", 600, minimum=0.1),
+        retry_attempts=_integer(env, "UPSTREAM_RETRIES", 2),
+        retry_max_wait=_number(env, "UPSTREAM_RETRY_MAX_S", 20),
+        fallback_models=_names(env, "FALLBACK_MODELS"),
+        max_input_chars=_integer(env, "MAX_INPUT_CHARS", 20000, minimum=1),
+        max_tokens=_integer(env, "MAX_TOKENS", None, minimum=1),
+        demo_delay=_number(env, "DEMO_DELAY_MS", 25) / 1000,
+    )

@@ -1,0 +1,232 @@
+"""Conversations and messages in SQL, behind a handful of named functions.
+
+SQLAlchemy Core keeps SQLite (the default, one file, WAL) and PostgreSQL (by
+`DATABASE_URL`) on the same code. All SQL of the app lives in this module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+conversations = sa.Table(
+    "conversations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(64), index=True),
+    sa.Column("title", sa.String(200), nullable=False, default="New chat"),
+    sa.Column("model", sa.String(200)),
+    sa.Column("system_prompt", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# status: "streaming" while a generation owns the row, then how it ended:
+# "done", "stopped" (Stop or nobody watching), "failed" (upstream error, timeout),
+# "interrupted" (the server went away mid-answer).
+messages = sa.Table(
+    "messages", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False, default=""),
+    sa.Column("status", sa.String(16), nullable=False, default="done"),
+    sa.Column("error", sa.Text),
+    sa.Column("model", sa.String(200)),
+    sa.Column("tokens_in", sa.Integer),
+    sa.Column("tokens_out", sa.Integer),
+    sa.Column("ttft_ms", sa.Integer),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float),  # a live generation touches it every save
+    sa.Column("watched_at", sa.Float),  # a listener on another worker touches it
+    sa.Column("stop_requested", sa.Boolean, nullable=False, default=False),
+)
+
+STREAMING = "streaming"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets WAL and a busy timeout so workers can share the file."""
+    if url.startswith("postgres://"):  # Heroku's spelling
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def init_db(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+def create_conversation(engine: Engine, title: str, model: str | None = None,
+                        owner: str | None = None, system_prompt: str | None = None) -> int:
+    now = time.time()
+    with engine.begin() as db:
+        result = db.execute(conversations.insert().values(
+            title=title, model=model, owner=owner, system_prompt=system_prompt,
+            created_at=now, updated_at=now))
+        return result.inserted_primary_key[0]
+
+
+def get_conversation(engine: Engine, conversation_id: int):
+    with engine.connect() as db:
+        return db.execute(conversations.select().where(conversations.c.id == conversation_id)).first()
+
+
+def list_conversations(engine: Engine, owner: str | None = None, limit: int = 200):
+    query = conversations.select().order_by(conversations.c.updated_at.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(conversations.c.owner == owner)
+    with engine.connect() as db:
+        return db.execute(query).all()
+
+
+def delete_conversation(engine: Engine, conversation_id: int) -> None:
+    with engine.begin() as db:
+        db.execute(messages.delete().where(messages.c.conversation_id == conversation_id))
+        db.execute(conversations.delete().where(conversations.c.id == conversation_id))
+
+
+def list_messages(engine: Engine, conversation_id: int):
+    query = messages.select().where(messages.c.conversation_id == conversation_id).order_by(messages.c.id)
+    with engine.connect() as db:
+        return db.execute(query).all()
+
+
+def get_message(engine: Engine, message_id: int):
+    with engine.connect() as db:
+        return db.execute(messages.select().where(messages.c.id == message_id)).first()
+
+
+def append_exchange(engine: Engine, conversation_id: int, content: str, model: str) -> tuple[int, int]:
+    """Commit the user's message and an empty streaming answer in one transaction.
+
+    This happens before anything is sent upstream, so the question is never lost.
+    """
+    now = time.time()
+    with engine.begin() as db:
+        user_id = db.execute(messages.insert().values(
+            conversation_id=conversation_id, role="user", content=content, status="done",
+            created_at=now)).inserted_primary_key[0]
+        answer_id = db.execute(messages.insert().values(
+            conversation_id=conversation_id, role="assistant", content="", status=STREAMING,
+            model=model, created_at=now, heartbeat_at=now)).inserted_primary_key[0]
+        db.execute(conversations.update().where(conversations.c.id == conversation_id).values(updated_at=now))
+    return user_id, answer_id
+
+
+def restart_message(engine: Engine, message_id: int, model: str) -> None:
+    """Empty an ended answer so that a new generation can write it again (Retry)."""
+    now = time.time()
+    with engine.begin() as db:
+        db.execute(messages.update().where(messages.c.id == message_id).values(
+            content="", status=STREAMING, error=None, model=model, tokens_in=None, tokens_out=None,
+            ttft_ms=None, duration_ms=None, heartbeat_at=now, watched_at=None, stop_requested=False))
+
+
+def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> list[dict]:
+    """The history sent upstream for the answer `before_id`: earlier turns that have text."""
+    query = (sa.select(messages.c.role, messages.c.content)
+             .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id)
+             .order_by(messages.c.id))
+    with engine.connect() as db:
+        conversation = db.execute(sa.select(conversations.c.system_prompt)
+                                  .where(conversations.c.id == conversation_id)).first()
+        rows = db.execute(query).all()
+    history = [{"role": row.role, "content": row.content} for row in rows if row.content]
+    if conversation and conversation.system_prompt:
+        history.insert(0, {"role": "system", "content": conversation.system_prompt})
+    return history
+
+
+def save_progress(engine: Engine, progress: Iterable[tuple[int, str]]) -> None:
+    """Save the text so far of several live answers in one transaction (and mark them alive)."""
+    rows = [{"mid": mid, "content": content} for mid, content in progress]
+    if not rows:
+        return
+    now = time.time()
+    statement = (messages.update().where(messages.c.id == sa.bindparam("mid"))
+                 .values(content=sa.bindparam("content"), heartbeat_at=now))
+    with engine.begin() as db:
+        db.execute(statement, rows)
+
+
+def touch_heartbeats(engine: Engine, message_ids: Iterable[int]) -> None:
+    ids = list(message_ids)
+    if ids:
+        with engine.begin() as db:
+            db.execute(messages.update().where(messages.c.id.in_(ids)).values(heartbeat_at=time.time()))
+
+
+def finish_message(engine: Engine, message_id: int, content: str, status: str, error: str | None = None,
+                   tokens_in: int | None = None, tokens_out: int | None = None,
+                   ttft_ms: int | None = None, duration_ms: int | None = None) -> None:
+    with engine.begin() as db:
+        db.execute(messages.update().where(messages.c.id == message_id).values(
+            content=content, status=status, error=error, tokens_in=tokens_in, tokens_out=tokens_out,
+            ttft_ms=ttft_ms, duration_ms=duration_ms, heartbeat_at=time.time()))
+
+
+def request_stop(engine: Engine, message_id: int) -> None:
+    """Ask whichever worker owns the generation to stop it (it checks at every save)."""
+    with engine.begin() as db:
+        db.execute(messages.update().where(messages.c.id == message_id, messages.c.status == STREAMING)
+                   .values(stop_requested=True))
+
+
+def read_signals(engine: Engine, message_ids: Iterable[int]) -> dict[int, tuple[bool, float | None]]:
+    """For live answers owned here: (stop requested elsewhere, last time a remote listener was seen)."""
+    ids = list(message_ids)
+    if not ids:
+        return {}
+    query = sa.select(messages.c.id, messages.c.stop_requested, messages.c.watched_at).where(messages.c.id.in_(ids))
+    with engine.connect() as db:
+        return {row.id: (bool(row.stop_requested), row.watched_at) for row in db.execute(query)}
+
+
+def read_remote_progress(engine: Engine, cursors: dict[int, int]):
+    """For answers followed from another worker: text past each cursor, status, error, heartbeat."""
+    if not cursors:
+        return {}
+    ids = list(cursors)
+    query = sa.select(messages.c.id, messages.c.content, messages.c.status, messages.c.error,
+                      messages.c.heartbeat_at).where(messages.c.id.in_(ids))
+    now = time.time()
+    with engine.begin() as db:
+        rows = db.execute(query).all()
+        db.execute(messages.update().where(messages.c.id.in_(ids), messages.c.status == STREAMING)
+                   .values(watched_at=now))
+    return {row.id: row for row in rows}
+
+
+def mark_interrupted(engine: Engine, stale_before: float, message_ids: Iterable[int] | None = None) -> int:
+    """Close answers left "streaming" by a worker that died (no heartbeat since `stale_before`)."""
+    condition = sa.and_(messages.c.status == STREAMING,
+                        sa.or_(messages.c.heartbeat_at.is_(None), messages.c.heartbeat_at < stale_before))
+    if message_ids is not None:
+        condition = sa.and_(condition, messages.c.id.in_(list(message_ids)))
+    with engine.begin() as db:
+        result = db.execute(messages.update().where(condition).values(
+            status="interrupted", error="The server restarted while this answer was being written."))
+        return result.rowcount
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as db:
+        db.execute(sa.text("SELECT 1"))
