@@ -1,0 +1,42 @@
+# make run: install and serve the chat on http://127.0.0.1:8000
+# make test: install everything the tests need (Python packages, Chromium) and run them all
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+
+.PHONY: run dev test lint format bench bench-smoke clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.installed
+	PORT=$(PORT) $(VENV)/bin/gunicorn app:app
+
+dev: $(VENV)/.installed
+	PORT=$(PORT) $(PY) app.py
+
+test: $(VENV)/.dev-installed
+	scripts/ensure-chromium
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff format .
+
+bench: $(VENV)/.dev-installed
+	$(PY) -m bench
+
+bench-smoke: $(VENV)/.dev-installed
+	$(PY) -m bench --smoke
+
+clean:
+	rm -rf $(VENV) instance tests/artifacts

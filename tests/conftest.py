@@ -1,0 +1,175 @@
+"""Fixtures: a fake upstream on 127.0.0.1, the app under gunicorn with gevent workers, Chromium.
+
+The app always runs as it does in production (the Procfile's gunicorn, real
+sockets), pointed at the fake upstream through OPENAI_BASE_URL; the test process
+scripts the upstream, drives HTTP or a browser, and reads the database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fake_upstream import FakeUpstream, Script
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AppServer:
+    """One gunicorn process running `app:app` with the given environment."""
+
+    def __init__(self, env: dict[str, str], workers: int = 1, database_url: str | None = None):
+        self.port = free_port()
+        self.tmp = tempfile.mkdtemp(prefix="trickle-test-")
+        self.database_url = database_url or f"sqlite:///{self.tmp}/trickle.db"
+        self.log_path = Path(self.tmp) / "server.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OPENROUTER_", "OLLAMA_"))},
+            "PORT": str(self.port), "WEB_CONCURRENCY": str(workers), "DATABASE_URL": self.database_url,
+            "PYTHONUNBUFFERED": "1", "GRACEFUL_TIMEOUT": "10",
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def start(self, timeout: float = 20.0) -> AppServer:
+        self.log = open(self.log_path, "ab")
+        command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{self.port}"]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.read_log()}")
+            try:
+                if requests.get(self.url("/healthz"), timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not come up in {timeout} s:\n{self.read_log()}")
+
+    def read_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        """Signal every process of the server (master and workers)."""
+        for pid in [self.process.pid, *self.worker_pids()]:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(5)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def engine(self):
+        from trickle import storage
+
+        return storage.make_engine(self.database_url)
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    fake = FakeUpstream(default=Script(delay=0.005)).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream(request):
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").reset()
+
+
+@pytest.fixture
+def make_server(upstream):
+    """Start app servers with extra environment; all are stopped after the test."""
+    servers: list[AppServer] = []
+
+    def start(workers: int = 1, provider: str = "upstream", **env: str) -> AppServer:
+        base = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key",
+                "CHAT_MODEL": "fake-model"} if provider == "upstream" else {}
+        server = AppServer({**base, **{k: str(v) for k, v in env.items()}}, workers=workers)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_server(upstream):
+    """One long-lived server on the fake upstream, for tests that need no special settings."""
+    server = AppServer({"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key",
+                        "CHAT_MODEL": "fake-model", "STREAM_FLUSH_MS": "30"}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make test` (it installs Debian's chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
