@@ -85,7 +85,7 @@ def send_message():
         if conversation is None:
             return error_response(404, "This conversation no longer exists.")
     else:
-        conversation_id = storage.create_conversation(app.engine, _title(content), app.settings.chat_model)
+        conversation_id = storage.create_conversation(app.engine, _title(content))
         conversation = storage.get_conversation(app.engine, conversation_id)
         created = True
     model = conversation.model or app.settings.chat_model

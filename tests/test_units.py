@@ -1,0 +1,80 @@
+"""The pure parts: settings validation, SSE framing, markdown rendering and the block splitter."""
+
+import random
+
+import pytest
+
+from trickle import sse
+from trickle.providers import DemoModel
+from trickle.render import Splitter, render_markdown
+from trickle.settings import SettingsError, load_settings
+
+
+def test_no_configuration_means_the_demo_model():
+    settings = load_settings({})
+    assert settings.endpoint is None
+    assert settings.provider_label == "demo model"
+
+
+def test_provider_presets_from_their_own_variables():
+    assert load_settings({"OPENAI_API_KEY": "sk"}).endpoint.base_url == "https://api.openai.com/v1"
+    custom = load_settings({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1/"}).endpoint
+    assert custom.base_url == "http://127.0.0.1:9/v1" and custom.name == "custom"
+    assert load_settings({"OPENROUTER_API_KEY": "k"}).endpoint.base_url == "https://openrouter.ai/api/v1"
+    ollama = load_settings({"OLLAMA_HOST": "http://127.0.0.1:11434"}).endpoint
+    assert ollama.base_url == "http://127.0.0.1:11434/v1"
+    assert load_settings({"CHAT_PROVIDER": "ollama"}).endpoint.base_url == "http://127.0.0.1:11434/v1"
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"STREAM_FLUSH_MS": "fast"}, "STREAM_FLUSH_MS"),
+    ({"DISCONNECT_GRACE_S": "-1"}, "DISCONNECT_GRACE_S"),
+    ({"OPENAI_BASE_URL": "localhost:8080"}, "OPENAI_BASE_URL"),
+    ({"CHAT_PROVIDER": "gemini"}, "CHAT_PROVIDER"),
+    ({"CHAT_PROVIDER": "openrouter"}, "OPENROUTER_API_KEY"),
+    ({"MAX_INPUT_CHARS": "0"}, "MAX_INPUT_CHARS"),
+])
+def test_a_bad_setting_is_named_in_the_error(env, name):
+    with pytest.raises(SettingsError, match=name):
+        load_settings(env)
+
+
+def test_sse_event_splits_multiline_data():
+    frame = sse.event("a\nb\r\nc", "delta", 7)
+    assert frame == "event: delta\nid: 7\ndata: a\ndata: b\ndata: c\n\n"
+
+
+def test_markdown_is_rendered_and_sanitized():
+    html = str(render_markdown("# Hi\n\n<script>alert(1)</script>\n\n[x](javascript:alert(1)) [y](https://e.org)"))
+    assert "<h1>Hi</h1>" in html
+    assert "<script" not in html and "href=\"javascript" not in html
+    assert "&lt;script&gt;" in html  # shown as text, never run
+    assert 'rel="noopener noreferrer"' in html
+
+
+def test_code_fences_get_highlighting_language_and_copy_button():
+    html = str(render_markdown("```python\ndef f():\n    return 1\n```\n"))
+    assert 'class="code-lang">python<' in html
+    assert 'class="copy"' in html and "hl-k" in html
+
+
+def test_splitter_agrees_with_itself_however_the_text_is_cut():
+    text = DemoModel(0).answer([{"role": "user", "content": "a question"}])
+    whole = Splitter()
+    whole_blocks = whole.feed(text)
+    for seed in range(30):
+        rng = random.Random(seed)
+        splitter, blocks, position = Splitter(), [], 0
+        while position < len(text):
+            step = rng.randint(1, 15)
+            blocks += splitter.feed(text[position:position + step])
+            position += step
+        assert blocks == whole_blocks
+        assert splitter.tail == whole.tail
+
+
+def test_splitter_never_finishes_an_open_code_fence():
+    splitter = Splitter()
+    assert splitter.feed("Intro\n\n```python\nx = 1\n\ny = 2\n") == ["<p>Intro</p>\n"]
+    assert splitter.tail.startswith("```python")
+    assert splitter.feed("```\n\nAfter\n")[0].startswith('<div class="code">')
