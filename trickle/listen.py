@@ -27,7 +27,8 @@ def follow(generation, cursor: int, encoder, *, flush_interval: float, ping_inte
     try:
         index, pending = generation.locate(cursor)
         cursor = min(max(cursor, 0), generation.length)
-        head = encoder.start(generation.text()[:cursor] if encoder.needs_prefix else "", cursor)
+        replay = encoder.needs_prefix and not generation.finished
+        head = encoder.start(generation.text()[:cursor] if replay else "", cursor)
         yield head.encode() if head else sse.PING  # headers and a first byte go out at once
         last_write = time.monotonic()
         notice = None
