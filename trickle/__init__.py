@@ -11,7 +11,7 @@ import click
 from dotenv import load_dotenv
 from flask import Flask
 
-from . import storage
+from . import customize, storage
 from .providers import DemoModel, OpenAICompatible, make_provider
 from .registry import Registry
 from .settings import Settings, load_settings
@@ -34,8 +34,8 @@ def create_app(env: dict | None = None) -> Flask:
     if env is None:
         load_dotenv(os.path.join(os.getcwd(), ".env"))
     settings = load_settings(env)
-    app = Flask(__name__, instance_relative_config=True,
-                template_folder=os.path.join(ROOT, "templates"), static_folder=os.path.join(ROOT, "static"))
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    customize.init_app(app, settings, os.path.join(ROOT, "templates"), os.path.join(ROOT, "static"))
     app.config.update(
         SECRET_KEY=settings.secret_key or secrets.token_hex(32),
         MAX_CONTENT_LENGTH=1024 * 1024,

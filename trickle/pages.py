@@ -85,7 +85,8 @@ def send_message():
         if conversation is None:
             return error_response(404, "This conversation no longer exists.")
     else:
-        conversation_id = storage.create_conversation(app.engine, _title(content))
+        conversation_id = storage.create_conversation(app.engine, _title(content),
+                                                      system_prompt=app.settings.system_prompt)
         conversation = storage.get_conversation(app.engine, conversation_id)
         created = True
     model = conversation.model or app.settings.chat_model

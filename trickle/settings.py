@@ -50,6 +50,13 @@ class Settings:
     max_input_chars: int
     max_tokens: int | None
     demo_delay: float  # seconds between the demo model's tokens
+    app_name: str
+    app_logo: str | None  # a URL or a path under /static
+    welcome_message: str
+    suggested_prompts: tuple[str, ...]
+    system_prompt: str | None  # for new conversations
+    templates_dir: str | None  # templates here override the built-in ones of the same name
+    static_dir: str | None  # files here override the built-in static files of the same name
 
     @property
     def provider_label(self) -> str:
@@ -139,6 +146,16 @@ def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
 DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "openrouter": "openai/gpt-5.4-mini", "ollama": "llama3.2"}
 
 
+def _folder(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = os.path.abspath(raw)
+    if not os.path.isdir(path):
+        raise SettingsError(f"{name} must be an existing folder, got {raw!r}")
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
@@ -169,4 +186,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_input_chars=_integer(env, "MAX_INPUT_CHARS", 20000, minimum=1),
         max_tokens=_integer(env, "MAX_TOKENS", None, minimum=1),
         demo_delay=_number(env, "DEMO_DELAY_MS", 25) / 1000,
+        app_name=env.get("APP_NAME", "").strip() or "Trickle",
+        app_logo=env.get("APP_LOGO", "").strip() or None,
+        welcome_message=env.get("WELCOME_MESSAGE", "").strip() or "What can I help with?",
+        suggested_prompts=tuple(p.strip() for p in env.get("SUGGESTED_PROMPTS", "").split("|") if p.strip()),
+        system_prompt=env.get("SYSTEM_PROMPT", "").strip() or None,
+        templates_dir=_folder(env, "TEMPLATES_DIR"),
+        static_dir=_folder(env, "STATIC_DIR"),
     )
