@@ -65,9 +65,9 @@ class AppServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.read_log()}")
             try:
-                if requests.get(self.url("/healthz"), timeout=1).status_code == 200:
+                if requests.get(self.url("/healthz"), timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy booting
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not come up in {timeout} s:\n{self.read_log()}")

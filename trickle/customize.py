@@ -19,7 +19,7 @@ from .settings import Settings
 def init_app(app: Flask, settings: Settings, builtin_templates: str, builtin_static: str) -> None:
     builtin = FileSystemLoader(builtin_templates)
     loaders = [FileSystemLoader(settings.templates_dir)] if settings.templates_dir else []
-    app.jinja_loader = ChoiceLoader([*loaders, builtin, PrefixLoader({"default": builtin})])
+    app.jinja_loader = ChoiceLoader([*loaders, builtin, PrefixLoader({"default": builtin}, delimiter=":")])
 
     static_dirs = [d for d in (settings.static_dir, builtin_static) if d]
     has_theme = bool(settings.static_dir and os.path.isfile(os.path.join(settings.static_dir, "theme.css")))
