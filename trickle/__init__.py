@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import click
 from dotenv import load_dotenv
@@ -27,6 +28,18 @@ class Trickle:
     engine: object
     provider: OpenAICompatible | DemoModel
     registry: Registry
+    _models: tuple[float, list[str]] = field(default=(0.0, []))
+
+    def models(self) -> list[str]:
+        """The models people can pick: CHAT_MODELS, else the provider's list (cached 5 min)."""
+        if self.settings.chat_models:
+            found = list(self.settings.chat_models)
+        else:
+            fetched_at, found = self._models
+            if time.monotonic() - fetched_at > 300:
+                found = self.provider.list_models()
+                self._models = (time.monotonic(), found)
+        return found if self.settings.chat_model in found else [self.settings.chat_model, *found]
 
 
 def create_app(env: dict | None = None) -> Flask:
@@ -55,10 +68,12 @@ def create_app(env: dict | None = None) -> Flask:
     registry.sweep()  # answers left "streaming" by a killed worker become "interrupted"
     app.extensions["trickle"] = Trickle(settings, engine, make_provider(settings), registry)
 
-    from . import api, errors, pages
+    from . import api, controls, errors, pages, ws
 
     app.register_blueprint(pages.bp)
+    app.register_blueprint(controls.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(ws.bp)
     errors.init_app(app)
 
     @app.cli.command("init-db")

@@ -20,14 +20,18 @@ def trickle():
     return current_app.extensions["trickle"]
 
 
-def message_view(row, live=None) -> dict:
-    """What `_message.html` needs for one message, finished or still streaming."""
+def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
+    """What `_message.html` needs for one message, finished or still streaming.
+
+    `siblings` are the ids of every answer to the same question (regenerated ones).
+    """
     status = live.status if live is not None else row.status
     text = live.text() if live is not None else row.content
     view = {"id": row.id, "role": row.role, "status": status, "model": row.model,
             "error": live.error if live is not None else row.error, "text": text,
             "tokens_in": row.tokens_in, "tokens_out": row.tokens_out, "ttft_ms": row.ttft_ms,
-            "duration_ms": row.duration_ms}
+            "duration_ms": row.duration_ms, "tokens_per_s": _tokens_per_second(row),
+            "siblings": siblings or [row.id]}
     if status == storage.STREAMING:
         splitter = Splitter()
         view.update(blocks=splitter.feed(text), tail=splitter.tail, cursor=len(text),
@@ -37,15 +41,30 @@ def message_view(row, live=None) -> dict:
     return view
 
 
+def _tokens_per_second(row) -> float | None:
+    if not row.tokens_out or row.duration_ms is None or row.ttft_ms is None:
+        return None
+    seconds = (row.duration_ms - row.ttft_ms) / 1000
+    return round(row.tokens_out / seconds, 1) if seconds > 0 else None
+
+
+def answer_view(row, live=None) -> dict:
+    """A message with its alternatives looked up (for fragments that show one message)."""
+    siblings = storage.alternatives(trickle().engine, row) if row.role == "assistant" else None
+    return message_view(row, live, siblings)
+
+
 def conversation_page(conversation=None, status: int = 200):
     app = trickle()
     registry = app.registry
     rows = storage.list_messages(app.engine, conversation.id) if conversation else []
-    views = [message_view(row, registry.get(row.id)) for row in rows]
+    siblings = storage.alternatives_by_question(app.engine, conversation.id) if conversation else {}
+    views = [message_view(row, registry.get(row.id), siblings.get(row.reply_to)) for row in rows]
+    search = request.args.get("q", "").strip()
     return render_template(
-        "conversation.html", conversation=conversation, messages=views,
-        conversations=storage.list_conversations(app.engine), settings=app.settings,
-        provider_label=app.provider.label,
+        "conversation.html", conversation=conversation, messages=views, search=search,
+        conversations=storage.list_conversations(app.engine, search=search or None), settings=app.settings,
+        provider_label=app.provider.label, models=app.models(),
     ), status
 
 
@@ -89,7 +108,12 @@ def send_message():
                                                       system_prompt=app.settings.system_prompt)
         conversation = storage.get_conversation(app.engine, conversation_id)
         created = True
-    model = conversation.model or app.settings.chat_model
+    chosen = request.form.get("model", "").strip()
+    if chosen and chosen != conversation.model:
+        if chosen not in app.models():
+            return error_response(400, f"Unknown model {chosen!r}.")
+        storage.update_conversation(app.engine, conversation_id, model=chosen)
+    model = chosen or conversation.model or app.settings.chat_model
     user_id, answer_id = storage.append_exchange(app.engine, conversation_id, content, model)
     try:
         generation = _start(answer_id, conversation_id, model)
@@ -143,7 +167,7 @@ def retry_message(message_id: int):
     if not request.headers.get("HX-Request"):
         _wait_for(generation)
         return redirect(url_for("pages.conversation", conversation_id=row.conversation_id), 303)
-    return render_template("_message.html", m=message_view(storage.get_message(app.engine, message_id),
+    return render_template("_message.html", m=answer_view(storage.get_message(app.engine, message_id),
                                                             generation))
 
 
@@ -200,7 +224,7 @@ def _final_renderer(message_id: int):
     def render(_generation) -> str:
         with app.request_context(environ):
             row = storage.get_message(app.extensions["trickle"].engine, message_id)
-            return render_template("_message.html", m=message_view(row)).strip() if row else ""
+            return render_template("_message.html", m=answer_view(row)).strip() if row else ""
 
     return render
 

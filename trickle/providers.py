@@ -116,7 +116,7 @@ class OpenAICompatible:
     def list_models(self) -> list[str]:
         """The provider's model ids, from its `/models` endpoint."""
         try:
-            return sorted(model.id for model in self.client.models.list())
+            return sorted(model.id for model in self.client.with_options(timeout=3.0).models.list())
         except openai.OpenAIError:
             return []
 

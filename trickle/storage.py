@@ -46,6 +46,10 @@ messages = sa.Table(
     sa.Column("heartbeat_at", sa.Float),  # a live generation touches it every save
     sa.Column("watched_at", sa.Float),  # a listener on another worker touches it
     sa.Column("stop_requested", sa.Boolean, nullable=False, default=False),
+    # An answer replies to a user message; regenerating adds a sibling. Only active
+    # rows are shown and sent upstream; replaced ones stay, so history stays honest.
+    sa.Column("reply_to", sa.Integer),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
 )
 
 STREAMING = "streaming"
@@ -89,12 +93,25 @@ def get_conversation(engine: Engine, conversation_id: int):
         return db.execute(conversations.select().where(conversations.c.id == conversation_id)).first()
 
 
-def list_conversations(engine: Engine, owner: str | None = None, limit: int = 200):
+def list_conversations(engine: Engine, owner: str | None = None, search: str | None = None, limit: int = 200):
+    """The sidebar: newest first; with `search`, those whose title or any message contains it."""
     query = conversations.select().order_by(conversations.c.updated_at.desc()).limit(limit)
     if owner is not None:
         query = query.where(conversations.c.owner == owner)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        in_messages = sa.select(messages.c.id).where(
+            messages.c.conversation_id == conversations.c.id, messages.c.content.ilike(pattern, escape="\\"))
+        query = query.where(sa.or_(conversations.c.title.ilike(pattern, escape="\\"), in_messages.exists()))
     with engine.connect() as db:
         return db.execute(query).all()
+
+
+def update_conversation(engine: Engine, conversation_id: int, **values) -> None:
+    """Rename, or set the model or system prompt (only the given columns change)."""
+    allowed = {key: value for key, value in values.items() if key in ("title", "model", "system_prompt")}
+    with engine.begin() as db:
+        db.execute(conversations.update().where(conversations.c.id == conversation_id).values(**allowed))
 
 
 def delete_conversation(engine: Engine, conversation_id: int) -> None:
@@ -104,7 +121,9 @@ def delete_conversation(engine: Engine, conversation_id: int) -> None:
 
 
 def list_messages(engine: Engine, conversation_id: int):
-    query = messages.select().where(messages.c.conversation_id == conversation_id).order_by(messages.c.id)
+    """The conversation as shown: active messages in order."""
+    query = (messages.select().where(messages.c.conversation_id == conversation_id, messages.c.active)
+             .order_by(messages.c.id))
     with engine.connect() as db:
         return db.execute(query).all()
 
@@ -124,11 +143,61 @@ def append_exchange(engine: Engine, conversation_id: int, content: str, model: s
         user_id = db.execute(messages.insert().values(
             conversation_id=conversation_id, role="user", content=content, status="done",
             created_at=now)).inserted_primary_key[0]
-        answer_id = db.execute(messages.insert().values(
-            conversation_id=conversation_id, role="assistant", content="", status=STREAMING,
-            model=model, created_at=now, heartbeat_at=now)).inserted_primary_key[0]
+        answer_id = _insert_answer(db, conversation_id, user_id, model, now)
         db.execute(conversations.update().where(conversations.c.id == conversation_id).values(updated_at=now))
     return user_id, answer_id
+
+
+def _insert_answer(db, conversation_id: int, reply_to: int, model: str, now: float) -> int:
+    return db.execute(messages.insert().values(
+        conversation_id=conversation_id, role="assistant", content="", status=STREAMING, reply_to=reply_to,
+        model=model, created_at=now, heartbeat_at=now)).inserted_primary_key[0]
+
+
+def regenerate(engine: Engine, answer_id: int, model: str) -> int:
+    """A new answer to the same question; the old one stays as an alternative."""
+    now = time.time()
+    with engine.begin() as db:
+        old = db.execute(messages.select().where(messages.c.id == answer_id)).first()
+        db.execute(messages.update().where(messages.c.id == answer_id).values(active=False))
+        return _insert_answer(db, old.conversation_id, old.reply_to, model, now)
+
+
+def alternatives(engine: Engine, answer) -> list[int]:
+    """Ids of every answer to the same question, oldest first (the `1/2` switcher)."""
+    if answer.reply_to is None:
+        return [answer.id]
+    query = (sa.select(messages.c.id).where(messages.c.reply_to == answer.reply_to,
+                                            messages.c.role == "assistant").order_by(messages.c.id))
+    with engine.connect() as db:
+        return [row.id for row in db.execute(query)]
+
+
+def alternatives_by_question(engine: Engine, conversation_id: int) -> dict[int, list[int]]:
+    """For a whole conversation at once: question id → ids of its answers, oldest first."""
+    query = (sa.select(messages.c.id, messages.c.reply_to)
+             .where(messages.c.conversation_id == conversation_id, messages.c.role == "assistant",
+                    messages.c.reply_to.is_not(None)).order_by(messages.c.id))
+    found: dict[int, list[int]] = {}
+    with engine.connect() as db:
+        for row in db.execute(query):
+            found.setdefault(row.reply_to, []).append(row.id)
+    return found
+
+
+def activate(engine: Engine, answer) -> None:
+    """Show this alternative (and send it upstream from now on) instead of its siblings."""
+    with engine.begin() as db:
+        db.execute(messages.update().where(messages.c.reply_to == answer.reply_to).values(active=False))
+        db.execute(messages.update().where(messages.c.id == answer.id).values(active=True))
+
+
+def edit_and_resend(engine: Engine, user_message, content: str, model: str) -> tuple[int, int]:
+    """Replace a question and everything after it: those turns are hidden, not rewritten."""
+    with engine.begin() as db:
+        db.execute(messages.update().where(messages.c.conversation_id == user_message.conversation_id,
+                                           messages.c.id >= user_message.id).values(active=False))
+    return append_exchange(engine, user_message.conversation_id, content, model)
 
 
 def restart_message(engine: Engine, message_id: int, model: str) -> None:
@@ -143,7 +212,7 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
 def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> list[dict]:
     """The history sent upstream for the answer `before_id`: earlier turns that have text."""
     query = (sa.select(messages.c.role, messages.c.content)
-             .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id)
+             .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id, messages.c.active)
              .order_by(messages.c.id))
     with engine.connect() as db:
         conversation = db.execute(sa.select(conversations.c.system_prompt)

@@ -1,0 +1,97 @@
+"""The Vercel AI SDK's UI message stream protocol (v1), as one more encoder for `follow()`.
+
+`useChat` (through `DefaultChatTransport`) posts `{id, messages: [{id, role,
+parts: [{type: "text", text}…]}…], trigger, messageId}` and reads SSE events
+whose data are JSON parts: `start`, `text-start`, `text-delta`…, `text-end`,
+`finish` (an `error` part before it when the answer failed), then `[DONE]`;
+the response carries `x-vercel-ai-ui-message-stream: v1`.
+
+Only the parts' minimal shapes are sent: AI SDK 5 validates them with strict
+schemas, so an extra key (even a standard one like `finishReason`) would make
+it reject the stream.
+"""
+
+from __future__ import annotations
+
+import json
+
+HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
+
+
+def is_ai_sdk_request(body) -> bool:
+    """A request in the AI SDK's shape: at least one message made of `parts`."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return False
+    return any(isinstance(m, dict) and isinstance(m.get("parts"), list) for m in body["messages"])
+
+
+def to_plain_request(body):
+    """The request with each `parts` message turned into `{role, content}`; a str says what is wrong.
+
+    Text parts are joined into the content; other parts (files, reasoning, tool
+    calls, data…) are not text the model reads here, and a message with nothing
+    but those is left out. Messages that already have a string `content` pass
+    unchanged, and anything malformed is left for the shared validation to name.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return body
+    plain = []
+    for position, message in enumerate(body["messages"]):
+        if not isinstance(message, dict) or "parts" not in message:
+            plain.append(message)
+            continue
+        parts = message["parts"]
+        if not isinstance(parts, list):
+            return f"messages[{position}].parts must be a list."
+        texts = []
+        for index, part in enumerate(parts):
+            if isinstance(part, dict) and part.get("type") == "text":
+                if not isinstance(part.get("text"), str):
+                    return f"messages[{position}].parts[{index}].text must be a string."
+                texts.append(part["text"])
+        if parts and not texts:
+            continue
+        plain.append({"role": message.get("role"), "content": "".join(texts)})
+    return {**body, "messages": plain}
+
+
+def part(chunk: dict) -> str:
+    """One SSE event holding one UI message chunk, serialized like the SDK's own `JSON.stringify`."""
+    return f"data: {json.dumps(chunk, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+DONE = "data: [DONE]\n\n"
+
+
+class UIMessageStreamEvents:
+    """Encoder for `follow()`: one assistant message with one text part."""
+
+    needs_prefix = False
+
+    def __init__(self, message_id: str):
+        self.message_id = f"msg-{message_id}"
+        self.text_id = f"text-{message_id}"
+        self.text_open = False
+
+    def start(self, prefix: str, cursor: int) -> str:
+        return part({"type": "start", "messageId": self.message_id})
+
+    def text(self, delta: str, cursor: int) -> str:
+        head = ""
+        if not self.text_open:  # opened at the first text, so a failure before it leaves no empty part
+            self.text_open = True
+            head = part({"type": "text-start", "id": self.text_id})
+        return head + part({"type": "text-delta", "id": self.text_id, "delta": delta})
+
+    def notice(self, notice: str | None, cursor: int) -> str:
+        return f": {' '.join(notice.split())}\n\n" if notice else ""  # a comment: the SDK skips it
+
+    def finish(self, generation, cursor: int) -> str:
+        out = []
+        if self.text_open:
+            out.append(part({"type": "text-end", "id": self.text_id}))
+        if generation.status in ("failed", "interrupted"):
+            out.append(part({"type": "error", "errorText": generation.error or generation.status}))
+        out.append(part({"type": "finish"}))
+        out.append(DONE)
+        return "".join(out)

@@ -1,0 +1,178 @@
+"""The controls around a conversation: regenerate, alternatives, edit and resend, rename,
+per-conversation model and system prompt, search and export."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+
+from . import storage
+from .errors import error_response
+from .pages import _start, _wait_for, answer_view, message_view, trickle
+from .registry import Draining
+
+bp = Blueprint("controls", __name__)
+
+
+def _message_or_404(message_id: int, role: str):
+    row = storage.get_message(trickle().engine, message_id)
+    if row is None or row.role != role:
+        abort(404, "There is no such message.")
+    return row
+
+
+def _conversation_or_404(conversation_id: int):
+    row = storage.get_conversation(trickle().engine, conversation_id)
+    if row is None:
+        abort(404, "This conversation does not exist (it may have been deleted).")
+    return row
+
+
+def _model_for(conversation) -> str:
+    return conversation.model or trickle().settings.chat_model
+
+
+def _start_or_fail(answer_id: int, conversation_id: int, model: str):
+    try:
+        return _start(answer_id, conversation_id, model)
+    except Draining as err:
+        storage.finish_message(trickle().engine, answer_id, "", "interrupted", str(err))
+        return None
+
+
+def _back_to(conversation_id: int, generation=None):
+    """Without JavaScript: wait for the answer, then show the conversation."""
+    if generation is not None:
+        _wait_for(generation)
+    return redirect(url_for("pages.conversation", conversation_id=conversation_id), 303)
+
+
+@bp.post("/messages/<int:message_id>/regenerate")
+def regenerate(message_id: int):
+    """A new answer to the same question; the previous one stays as an alternative (1/2)."""
+    app = trickle()
+    old = _message_or_404(message_id, "assistant")
+    if old.status == storage.STREAMING:
+        abort(409, "This answer is still being written; stop it first.")
+    conversation = _conversation_or_404(old.conversation_id)
+    model = _model_for(conversation)
+    answer_id = storage.regenerate(app.engine, message_id, model)
+    generation = _start_or_fail(answer_id, old.conversation_id, model)
+    if not request.headers.get("HX-Request"):
+        return _back_to(old.conversation_id, generation)
+    row = storage.get_message(app.engine, answer_id)
+    return render_template("_message.html", m=answer_view(row, generation))
+
+
+@bp.post("/messages/<int:message_id>/activate")
+def activate(message_id: int):
+    """Flip to another alternative answer; it is the one sent upstream from now on."""
+    app = trickle()
+    row = _message_or_404(message_id, "assistant")
+    storage.activate(app.engine, row)
+    if not request.headers.get("HX-Request"):
+        return _back_to(row.conversation_id)
+    return render_template("_message.html", m=answer_view(row, app.registry.get(row.id)))
+
+
+@bp.post("/messages/<int:message_id>/edit")
+def edit(message_id: int):
+    """Replace a question: later turns are hidden (kept in the database), a new answer starts."""
+    app = trickle()
+    question = _message_or_404(message_id, "user")
+    if not question.active:
+        abort(409, "This message was already replaced.")
+    content = (request.form.get("content") or "").strip()
+    if not content:
+        return error_response(400, "Type a message first.")
+    if len(content) > app.settings.max_input_chars:
+        return error_response(413, f"Your message is {len(content):,} characters long; "
+                                   f"the limit is {app.settings.max_input_chars:,}.")
+    for row in storage.list_messages(app.engine, question.conversation_id):
+        if row.id > message_id and row.status == storage.STREAMING:
+            app.registry.stop(row.id)
+    conversation = _conversation_or_404(question.conversation_id)
+    model = _model_for(conversation)
+    _, answer_id = storage.edit_and_resend(app.engine, question, content, model)
+    generation = _start_or_fail(answer_id, question.conversation_id, model)
+    if not request.headers.get("HX-Request"):
+        return _back_to(question.conversation_id, generation)
+    rows = storage.list_messages(app.engine, question.conversation_id)
+    siblings = storage.alternatives_by_question(app.engine, question.conversation_id)
+    views = [message_view(r, app.registry.get(r.id), siblings.get(r.reply_to)) for r in rows]
+    return render_template("_messages.html", messages=views)
+
+
+@bp.post("/c/<int:conversation_id>/rename")
+def rename(conversation_id: int):
+    app = trickle()
+    conversation = _conversation_or_404(conversation_id)
+    title = " ".join((request.form.get("title") or "").split())[:200]
+    if not title:
+        return error_response(400, "A title cannot be empty.")
+    storage.update_conversation(app.engine, conversation_id, title=title)
+    if not request.headers.get("HX-Request"):
+        return _back_to(conversation_id)
+    return render_template("_title.html", conversation=storage.get_conversation(app.engine, conversation.id))
+
+
+@bp.post("/c/<int:conversation_id>/options")
+def options(conversation_id: int):
+    """Per-conversation model and system prompt."""
+    app = trickle()
+    _conversation_or_404(conversation_id)
+    model = (request.form.get("model") or "").strip()
+    if model and model not in app.models():
+        return error_response(400, f"Unknown model {model!r}.")
+    system_prompt = (request.form.get("system_prompt") or "").strip()
+    if len(system_prompt) > app.settings.max_input_chars:
+        return error_response(413, "The system prompt is too long.")
+    storage.update_conversation(app.engine, conversation_id, model=model or None,
+                                system_prompt=system_prompt or None)
+    if not request.headers.get("HX-Request"):
+        return _back_to(conversation_id)
+    return render_template("_saved.html", model=model or app.settings.chat_model)
+
+
+@bp.get("/conversations")
+def search():
+    """The sidebar rows matching `q` (htmx active search; the full page does the same with ?q=)."""
+    query = request.args.get("q", "").strip()
+    if not request.headers.get("HX-Request"):
+        return redirect(url_for("pages.index", q=query or None))
+    rows = storage.list_conversations(trickle().engine, search=query or None)
+    return render_template("_conversation_rows.html", conversations=rows, conversation=None)
+
+
+def _filename(title: str, extension: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-")[:60] or "conversation"
+    return f"{stem}.{extension}"
+
+
+@bp.get("/c/<int:conversation_id>/export.<any(md, json):fmt>")
+def export(conversation_id: int, fmt: str):
+    """Download the conversation as shown (active messages) as Markdown or JSON."""
+    app = trickle()
+    conversation = _conversation_or_404(conversation_id)
+    rows = storage.list_messages(app.engine, conversation_id)
+    if fmt == "json":
+        body = json.dumps({
+            "id": conversation.id, "title": conversation.title,
+            "model": conversation.model or app.settings.chat_model, "system_prompt": conversation.system_prompt,
+            "messages": [{"role": r.role, "content": r.content, "status": r.status, "model": r.model,
+                          "tokens_in": r.tokens_in, "tokens_out": r.tokens_out} for r in rows],
+        }, ensure_ascii=False, indent=2)
+        mimetype = "application/json"
+    else:
+        parts = [f"# {conversation.title}\n"]
+        if conversation.system_prompt:
+            parts.append(f"> System: {conversation.system_prompt}\n")
+        for r in rows:
+            heading = "You" if r.role == "user" else f"Assistant ({r.model})" if r.model else "Assistant"
+            parts.append(f"## {heading}\n\n{r.content}\n")
+        body = "\n".join(parts)
+        mimetype = "text/markdown"
+    disposition = f'attachment; filename="{_filename(conversation.title, fmt)}"'
+    return Response(body, mimetype=mimetype, headers={"Content-Disposition": disposition})

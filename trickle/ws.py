@@ -1,0 +1,210 @@
+"""`/ws`: chat over a WebSocket, with cancel, on the same generation engine.
+
+The client sends `{"messages": […], "model": optional}`; the server answers
+with `{"type": "token", "content": …}` events and one `{"type": "done",
+"usage": {…}}`. `{"type": "cancel"}` stops the running answer (upstream
+closed), answered by `{"type": "done", "reason": "cancelled", …}`. Problems are
+`{"type": "error", "message": …}` and never close the socket. Several answers
+may follow one another on one socket; closing it stops the running one.
+
+Two greenlets per socket: this handler reads the client's messages, while a
+forwarder follows the generation with `follow()` and the `SocketEvents`
+encoder (batched exactly like the SSE streams) and sends each event as one
+WebSocket message. Keep-alive is the WebSocket's own ping/pong, every
+`SSE_PING_S`; `{"type": "ping"}` is answered by `{"type": "pong"}` for
+browsers, which cannot send protocol pings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import closing
+
+import gevent
+from flask import Blueprint, current_app
+from flask_sock import Sock
+from gevent.lock import Semaphore
+from simple_websocket import ConnectionClosed
+
+from .api import BadRequest, chat_request, start_generation
+from .listen import follow
+from .registry import Draining
+
+log = logging.getLogger("trickle.ws")
+
+bp = Blueprint("ws", __name__)
+sock = Sock()
+
+DRAIN_CHECK_S = 1.0  # how often an idle socket looks whether the worker is shutting down
+GOING_AWAY = 1001
+
+
+@bp.record_once
+def _configure(state) -> None:
+    app = state.app
+    settings = app.extensions["trickle"].settings
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {
+        "ping_interval": settings.ping_interval,  # unanswered for one interval: the socket is closed
+        "max_message_size": app.config.get("MAX_CONTENT_LENGTH"),  # the same limit as a POST body
+    })
+
+
+@sock.route("/ws", bp=bp)
+def chat_socket(ws) -> None:
+    ChatSocket(ws, current_app.extensions["trickle"]).serve()
+
+
+def _usage(generation) -> dict:
+    usage = generation.usage
+    return {"prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0}
+
+
+def _line(event: dict) -> str:
+    return json.dumps(event, ensure_ascii=False) + "\n"  # JSON escapes newlines: one event per line
+
+
+class SocketEvents:
+    """Encoder for `follow()`: JSON events, one per line; each line becomes one WebSocket message."""
+
+    needs_prefix = False
+
+    def __init__(self):
+        self.ended = False
+
+    def start(self, prefix: str, cursor: int) -> str:
+        return ""
+
+    def text(self, delta: str, cursor: int) -> str:
+        return _line({"type": "token", "content": delta})
+
+    def notice(self, notice: str | None, cursor: int) -> str:
+        return _line({"type": "status", "message": notice}) if notice else ""
+
+    def finish(self, generation, cursor: int) -> str:
+        self.ended = True
+        if generation.status == "done":
+            return _line({"type": "done", "usage": _usage(generation)})
+        if generation.status == "stopped":
+            return _line({"type": "done", "reason": "cancelled", "usage": _usage(generation)})
+        message = generation.error or f"The answer ended: {generation.status}."
+        return _line({"type": "error", "message": message, "usage": _usage(generation)})
+
+
+class _WholeFrameSocket:
+    """The connection's socket, writing every frame whole and alone.
+
+    simple-websocket writes a frame with one `send()`, which may write only part
+    of it when the client reads slowly, and its reader greenlet writes pongs and
+    pings on the same socket: `send` here writes all of it, one writer at a time.
+    """
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._lock = Semaphore()
+
+    def send(self, data, *args) -> int:
+        with self._lock:
+            self._sock.sendall(data, *args)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class ChatSocket:
+    """One client connection: reads requests and cancels, runs one generation at a time."""
+
+    def __init__(self, ws, app):
+        self.ws = ws
+        self.app = app
+        ws.sock = _WholeFrameSocket(ws.sock)  # before the reader greenlet first runs (it has not yet)
+        self.send_lock = Semaphore()  # one batch of events at a time, in order
+        self.current = None  # the generation whose answer is not finished being sent
+        self.forwarder: gevent.Greenlet | None = None
+
+    def send(self, event: dict) -> None:
+        with self.send_lock:
+            self.ws.send(json.dumps(event, ensure_ascii=False))
+
+    def error(self, message: str) -> None:
+        self.send({"type": "error", "message": message})
+
+    def serve(self) -> None:
+        try:
+            while True:
+                raw = self.ws.receive(timeout=DRAIN_CHECK_S)
+                if raw is None:
+                    if self.app.registry.draining and self.current is None:
+                        self.ws.close(GOING_AWAY, "The server is restarting; reconnect in a moment.")
+                        return
+                    continue
+                self.handle(raw)
+        finally:
+            self.stop("Stopped: the WebSocket was closed.")
+
+    def stop(self, message: str) -> None:
+        generation, forwarder = self.current, self.forwarder
+        if generation is not None:
+            generation.cancel("stopped", message)
+        if forwarder is not None:
+            forwarder.kill(block=True, timeout=5)
+
+    def handle(self, raw) -> None:
+        try:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8")
+            message = json.loads(raw)
+        except ValueError:
+            return self.error('Could not read that message: send JSON like {"messages": '
+                              '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.')
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "cancel":
+            if self.current is not None:  # nothing running: the answer already ended, nothing to do
+                self.current.cancel("stopped", None)
+        elif kind == "ping":
+            self.send({"type": "pong"})
+        elif kind in (None, "chat"):
+            self.start(message)
+        else:
+            self.error(f'Unknown message type {kind!r}: send {{"messages": […]}} or {{"type": "cancel"}}.')
+
+    def start(self, body) -> None:
+        if self.current is not None:
+            return self.error('An answer is still being written on this socket: wait for its "done", '
+                              'or send {"type": "cancel"} first.')
+        try:
+            messages, model = chat_request(body, self.app.settings)
+            generation = start_generation(self.app, messages, model)
+        except BadRequest as err:
+            return self.error(err.message)
+        except Draining as err:
+            return self.error(str(err))
+        self.current = generation
+        self.forwarder = gevent.spawn(self.forward, generation)
+
+    def forward(self, generation) -> None:
+        encoder = SocketEvents()
+        settings = self.app.settings
+        try:
+            with closing(follow(generation, 0, encoder, flush_interval=settings.flush_interval,
+                                ping_interval=settings.ping_interval)) as stream:
+                for chunk in stream:
+                    # split on "\n" only: JSON leaves U+2028 and friends raw, and splitlines() cuts there
+                    events = [line for line in chunk.decode().split("\n") if line.startswith("{")]  # not pings
+                    if not events:
+                        continue
+                    with self.send_lock:
+                        if encoder.ended:  # the next request may come as soon as this is read
+                            self.current = None
+                        for event in events:
+                            self.ws.send(event)
+        except (ConnectionClosed, OSError):
+            generation.cancel("stopped", "Stopped: the WebSocket was closed.")
+        except Exception:
+            log.exception("forwarding generation %s failed", generation.key)
+            generation.cancel("failed", "Something went wrong on the server while sending this answer.")
+        finally:
+            if self.current is generation:
+                self.current = None
