@@ -98,6 +98,9 @@ def send_message():
         return error_response(413, f"Your message is {len(content):,} characters long; "
                                    f"the limit is {app.settings.max_input_chars:,}.")
     conversation_id = request.form.get("conversation_id", type=int)
+    chosen = "" if conversation_id else request.form.get("model", "").strip()  # the new-chat picker
+    if chosen and chosen not in app.models():
+        return error_response(400, f"Unknown model {chosen!r}.")
     created = False
     if conversation_id:
         conversation = storage.get_conversation(app.engine, conversation_id)
@@ -108,12 +111,10 @@ def send_message():
                                                       system_prompt=app.settings.system_prompt)
         conversation = storage.get_conversation(app.engine, conversation_id)
         created = True
-    chosen = request.form.get("model", "").strip()
-    if chosen and chosen != conversation.model:
-        if chosen not in app.models():
-            return error_response(400, f"Unknown model {chosen!r}.")
+    if chosen and chosen != app.settings.chat_model:
         storage.update_conversation(app.engine, conversation_id, model=chosen)
-    model = chosen or conversation.model or app.settings.chat_model
+        conversation = storage.get_conversation(app.engine, conversation_id)
+    model = conversation.model or app.settings.chat_model
     user_id, answer_id = storage.append_exchange(app.engine, conversation_id, content, model)
     try:
         generation = _start(answer_id, conversation_id, model)
@@ -130,7 +131,7 @@ def send_message():
     headers = {"HX-Push-Url": url_for("pages.conversation", conversation_id=conversation_id)} if created else {}
     return render_template("_exchange.html", user=message_view(user_row),
                            answer=message_view(answer_row, generation), conversation=conversation,
-                           created=created), 200, headers
+                           created=created, models=app.models(), settings=app.settings), 200, headers
 
 
 def _start(answer_id: int, conversation_id: int, model: str):
