@@ -8,6 +8,12 @@
     if (box.id === "content" && event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       if (box.value.trim()) box.form.requestSubmit();
+    } else if (event.key === "Escape") {
+      var stops = document.querySelectorAll("article.streaming button.stop");
+      if (stops.length) {
+        event.preventDefault();
+        stops[stops.length - 1].click();
+      }
     }
   });
 
@@ -30,28 +36,47 @@
     source.setAttribute("sse-connect", url.pathname + url.search);
   });
 
+  function copy(button, text) {
+    if (!navigator.clipboard) return;
+    navigator.clipboard.writeText(text).then(function () { button.textContent = "Copied"; });
+  }
+
   document.addEventListener("click", function (event) {
-    var button = event.target.closest && event.target.closest("button.copy");
+    var button = event.target.closest && event.target.closest("button.copy, button.copy-answer");
     if (!button) return;
-    var code = button.parentElement.querySelector("pre");
-    if (code && navigator.clipboard) {
-      navigator.clipboard.writeText(code.innerText).then(function () { button.textContent = "Copied"; });
+    if (button.classList.contains("copy")) {
+      var code = button.parentElement.querySelector("pre");
+      if (code) copy(button, code.innerText);
+    } else {
+      var answer = document.getElementById(button.getAttribute("data-copy-target"));
+      var body = answer && answer.querySelector(".body");
+      if (body) copy(button, body.innerText.trim());
     }
   });
 
-  // Follow the answer while the reader is at the bottom; stop when they scroll up.
+  // Follow the answer while the reader is at the bottom; when they scroll up, stop and offer a jump back.
   var following = true;
   function messages() { return document.getElementById("messages"); }
+  function jumpButton() { return document.getElementById("jump-latest"); }
+  function follow() {
+    var box = messages();
+    if (!box) return;
+    if (following) box.scrollTop = box.scrollHeight;
+    var jump = jumpButton();
+    if (jump) jump.hidden = following || box.scrollHeight <= box.clientHeight;
+  }
   document.addEventListener("scroll", function (event) {
     var box = event.target;
-    if (box === messages()) following = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    if (box !== messages()) return;
+    following = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    var jump = jumpButton();
+    if (jump) jump.hidden = following;
   }, true);
-  document.addEventListener("htmx:afterSwap", function () {
-    var box = messages();
-    if (box && following) box.scrollTop = box.scrollHeight;
+  document.addEventListener("click", function (event) {
+    if (event.target.id !== "jump-latest") return;
+    following = true;
+    follow();
   });
-  document.addEventListener("htmx:sseMessage", function () {
-    var box = messages();
-    if (box && following) box.scrollTop = box.scrollHeight;
-  });
+  document.addEventListener("htmx:afterSwap", follow);
+  document.addEventListener("htmx:sseMessage", follow);
 })();

@@ -168,6 +168,20 @@ def page(browser):
     context.close()
 
 
+@pytest.fixture
+def console_errors(page):
+    """Console errors and uncaught exceptions of the page, for a final `assert not console_errors`."""
+    errors: list[str] = []
+
+    def on_console(msg):
+        if msg.type == "error":
+            errors.append(f"console: {msg.text} ({msg.location.get('url') or ''})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda err: errors.append(f"pageerror: {err}"))
+    return errors
+
+
 def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

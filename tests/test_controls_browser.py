@@ -133,3 +133,63 @@ def test_layouts_light_dark_and_narrow(shared_server, upstream, browser):
         assert (background == "rgb(21, 23, 26)") == (name == "chat-dark")
         screenshot(page, name)
         context.close()
+
+
+def test_escape_stops_the_answer(shared_server, upstream, page):
+    upstream.push(Script(text="slow " * 400, delay=0.02))
+    page.goto(shared_server.url("/"))
+    send(page, "Go on and on")
+    expect(last_answer(page).locator(".tail")).not_to_be_empty()
+    page.keyboard.press("Escape")
+    expect(last_answer(page)).to_have_attribute("data-status", "stopped")
+    assert upstream.wait_for(lambda: upstream.streams[-1].ended.is_set())
+    assert upstream.streams[-1].client_closed_early
+
+
+def test_copy_answer_puts_its_text_on_the_clipboard(shared_server, upstream, browser):
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    upstream.push(Script(text="Copy **this** answer."))
+    page.goto(shared_server.url("/"))
+    send(page, "Something to copy")
+    expect(last_answer(page)).to_have_attribute("data-status", "done")
+    last_answer(page).get_by_role("button", name="Copy answer").click()
+    expect(last_answer(page).get_by_role("button", name="Copy answer")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "Copy this answer."
+    context.close()
+
+
+def test_view_follows_the_answer_until_the_reader_scrolls_up(shared_server, upstream, page):
+    upstream.push(Script(text="".join(f"Line {i}.\n\n" for i in range(150)), delay=0.03))
+    page.set_viewport_size({"width": 1000, "height": 600})
+    page.goto(shared_server.url("/"))
+    send(page, "Long please")
+    at_bottom = "(() => { const m = document.getElementById('messages');" \
+                " return m.scrollHeight - m.scrollTop - m.clientHeight < 80 && m.scrollHeight > m.clientHeight * 2 })()"
+    page.wait_for_function(at_bottom)  # followed while it grew past two screens
+    page.locator("#messages").evaluate("m => m.scrollTo(0, 0)")
+    jump = page.locator("#jump-latest")
+    expect(jump).to_be_visible()
+    height = page.locator("#messages").evaluate("m => m.scrollHeight")
+    page.wait_for_function(f"document.getElementById('messages').scrollHeight > {height} + 200")
+    assert page.locator("#messages").evaluate("m => m.scrollTop") < 50  # it did not pull the reader down
+    jump.click()
+    page.wait_for_function(at_bottom)
+    expect(jump).to_be_hidden()
+
+
+def test_controls_are_labelled_and_reachable_by_keyboard(shared_server, upstream, page, console_errors):
+    page.goto(shared_server.url("/"))
+    send(page, "Hello")
+    expect(last_answer(page)).to_have_attribute("data-status", "done")
+    assert page.locator("#messages").get_attribute("aria-live") == "polite"
+    unnamed = page.evaluate("""[...document.querySelectorAll('button, a, textarea, input:not([type=hidden]), select')]
+        .filter(e => !(e.getAttribute('aria-label') || e.textContent.trim() || (e.labels && e.labels.length)))
+        .map(e => e.outerHTML)""")
+    assert unnamed == []
+    page.locator("#content").focus()
+    page.keyboard.press("Shift+Tab")  # focus moves backwards through real controls, visibly
+    outline = page.evaluate("getComputedStyle(document.activeElement, ':focus-visible').outlineStyle")
+    assert page.evaluate("document.activeElement.tagName") in ("BUTTON", "A", "INPUT", "SUMMARY", "SELECT")
+    assert outline != "none"
+    assert not console_errors

@@ -143,7 +143,10 @@ def search():
     if not request.headers.get("HX-Request"):
         return redirect(url_for("pages.index", q=query or None))
     rows = storage.list_conversations(trickle().engine, search=query or None)
-    return render_template("_conversation_rows.html", conversations=rows, conversation=None)
+    current = request.headers.get("HX-Current-URL", "")
+    match = re.search(r"/c/(\d+)", current)
+    conversation = {"id": int(match.group(1))} if match else None
+    return render_template("_conversation_rows.html", conversations=rows, conversation=conversation, search=query)
 
 
 def _filename(title: str, extension: str) -> str:
