@@ -1,8 +1,14 @@
 """gunicorn settings: gevent workers, long-lived streams, a graceful drain on SIGTERM."""
 
 import os
+import tempfile
 
 import gevent
+
+# Metrics from every worker are aggregated through files in this folder (prometheus-client's
+# multiprocess mode); set here, in the master, so that each worker inherits it.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="trickle-metrics-")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -31,6 +37,12 @@ def post_worker_init(worker):
         _registry(worker).drain(max(graceful_timeout - 5, 0))
 
     gevent.spawn(watch)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def worker_exit(server, worker):

@@ -62,6 +62,9 @@ class Generation:
         self.error: str | None = None
         self.notice: str | None = None  # e.g. "retrying in 2 s…", shown while waiting
         self.usage: Usage | None = None
+        self.upstream_status: int | None = None  # the HTTP status of a provider failure, for metrics
+        self.owner: str | None = None
+        self.conversation_id: int | None = None
         self.started_at = time.monotonic()
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
@@ -170,6 +173,7 @@ class Generation:
             outcome, error = interrupt.outcome, interrupt.message
         except ProviderError as err:
             outcome, error = "failed", err.message
+            self.upstream_status = err.status or 0
         except Exception:  # a bug must end the answer cleanly, not leave it streaming
             log.exception("generation %s crashed", self.key)
             outcome, error = "failed", "Something went wrong on the server while writing this answer."

@@ -14,7 +14,7 @@ import time
 import gevent
 from gevent.event import Event
 
-from . import storage
+from . import limits, metrics, storage
 from .generation import STREAMING, Generation
 from .settings import Settings
 
@@ -79,7 +79,8 @@ class Registry:
         self._saved_length: dict[object, int] = {}
 
     # -- local generations ---------------------------------------------------
-    def start(self, key, provider, messages: list[dict], model: str, *, stored: bool = True) -> Generation:
+    def start(self, key, provider, messages: list[dict], model: str, *, stored: bool = True,
+              owner: str | None = None, conversation_id: int | None = None) -> Generation:
         """Start a generation; `stored` ones save progress and outcome under message id `key`."""
         if self.draining:
             raise Draining("The server is restarting; send your message again in a moment.")
@@ -90,8 +91,10 @@ class Registry:
             retry_max_wait=settings.retry_max_wait,
             grace=settings.disconnect_grace if stored else 0.0,
             attach_timeout=settings.attach_timeout, flush_chars=settings.flush_chars,
-            on_finish=self._finished if stored else self._forget,
+            on_finish=self._finished if stored else self._finished_unstored,
         )
+        generation.owner, generation.conversation_id = owner, conversation_id
+        metrics.ACTIVE_STREAMS.inc()
         self.live[key] = generation
         self._saved_length[key] = 0 if stored else -1
         self._ensure_monitor()
@@ -100,28 +103,54 @@ class Registry:
     def get(self, key) -> Generation | None:
         return self.live.get(key)
 
-    def _forget(self, generation: Generation, outcome: str, error: str | None) -> None:
+    def count_unstored(self, owner: str) -> int:
+        """Answers of this owner streaming through the API in this worker (stored ones are in the database)."""
+        return sum(1 for g in self.live.values() if g.owner == owner and self._saved_length.get(g.key) == -1)
+
+    def _forget(self, generation: Generation) -> None:
         self.live.pop(generation.key, None)
         self._saved_length.pop(generation.key, None)
+        metrics.ACTIVE_STREAMS.dec()
+
+    def _finished_unstored(self, generation: Generation, outcome: str, error: str | None) -> None:
+        self._forget(generation)
+        self._account(generation, outcome, stored=False)
 
     def _finished(self, generation: Generation, outcome: str, error: str | None) -> None:
-        self._forget(generation, outcome, error)
+        self._forget(generation)
         usage = generation.usage
+        cost = self._cost(generation)
         for attempt in range(5):  # the answer must reach the database, even through a hiccup
             try:
                 storage.finish_message(
                     self.engine, generation.key, generation.text(), outcome, error,
-                    tokens_in=usage.prompt_tokens if usage else None,
-                    tokens_out=usage.completion_tokens if usage else None,
-                    ttft_ms=generation.ttft_ms, duration_ms=generation.duration_ms)
+                    tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens,
+                    ttft_ms=generation.ttft_ms, duration_ms=generation.duration_ms, cost=cost)
                 break
             except Exception:
                 log.exception("saving message %s failed (attempt %d)", generation.key, attempt + 1)
                 gevent.sleep(0.2 * 2 ** attempt)
-        log.info("stream message=%s model=%s outcome=%s chars=%d tokens_in=%s tokens_out=%s "
-                 "ttft_ms=%s duration_ms=%s", generation.key, generation.model, outcome, generation.length,
-                 usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
-                 generation.ttft_ms, generation.duration_ms)
+        self._account(generation, outcome, stored=True)
+
+    def _cost(self, generation: Generation) -> float:
+        usage = generation.usage
+        return limits.cost_of(self.settings, generation.model, usage.prompt_tokens, usage.completion_tokens)
+
+    def _account(self, generation: Generation, outcome: str, *, stored: bool) -> None:
+        """Usage for the budgets, metrics, and one log line per stream (never its text)."""
+        usage = generation.usage
+        cost = self._cost(generation)
+        try:
+            storage.record_usage(self.engine, generation.owner, generation.conversation_id, generation.model,
+                                 usage.prompt_tokens, usage.completion_tokens, cost)
+        except Exception:
+            log.exception("recording usage of %s failed", generation.key)
+        metrics.record_end(outcome, usage.prompt_tokens, usage.completion_tokens, cost, generation.ttft_ms,
+                           generation.duration_ms, generation.upstream_status)
+        log.info("stream kind=%s id=%s conversation=%s model=%s outcome=%s tokens_in=%d tokens_out=%d "
+                 "cost_usd=%.6f ttft_ms=%s duration_ms=%s", "page" if stored else "api", generation.key,
+                 generation.conversation_id, generation.model, outcome, usage.prompt_tokens,
+                 usage.completion_tokens, cost, generation.ttft_ms, generation.duration_ms)
 
     def stop(self, message_id: int) -> None:
         """Stop an answer wherever it is being written."""

@@ -7,6 +7,7 @@ message that names the variable instead of failing mid-stream.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -57,6 +58,19 @@ class Settings:
     system_prompt: str | None  # for new conversations
     templates_dir: str | None  # templates here override the built-in ones of the same name
     static_dir: str | None  # files here override the built-in static files of the same name
+    production: bool  # APP_ENV=production, or on a Heroku dyno: SECRET_KEY becomes mandatory
+    trust_proxy: bool  # take scheme and client address from X-Forwarded-* (behind a proxy)
+    app_password: str | None
+    api_tokens: tuple[str, ...]
+    redis_url: str | None
+    login_rate_limit: str
+    rate_limit_owner: str
+    rate_limit_ip: str
+    max_concurrent_per_owner: int
+    max_messages_per_conversation: int
+    daily_token_budget: int | None  # the whole instance, per UTC day
+    owner_daily_token_budget: int | None
+    model_prices: tuple[tuple[str, float, float], ...]  # (model, USD per 1M input, per 1M output)
 
     @property
     def provider_label(self) -> str:
@@ -92,6 +106,15 @@ def _integer(env: Mapping[str, str], name: str, default: int | None, *, minimum:
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("1", "0", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("1", "true", "yes")
 
 
 def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -156,10 +179,39 @@ def _folder(env: Mapping[str, str], name: str) -> str | None:
     return path
 
 
+def _prices(env: Mapping[str, str]) -> tuple[tuple[str, float, float], ...]:
+    """MODEL_PRICES="gpt-5.4-mini=0.25/2.00, llama3.2=0/0": USD per million tokens in/out."""
+    prices = []
+    for item in _names(env, "MODEL_PRICES"):
+        try:
+            model, pair = item.rsplit("=", 1)
+            price_in, price_out = (float(part) for part in pair.split("/"))
+        except ValueError:
+            raise SettingsError(f"MODEL_PRICES entries look like model=0.25/2.00 (USD per 1M tokens in/out), "
+                                f"got {item!r}") from None
+        prices.append((model.strip(), price_in, price_out))
+    return tuple(prices)
+
+
+def _limit(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if not re.fullmatch(r"\d+\s*(/|per)\s*(second|minute|hour|day)s?", raw):
+        raise SettingsError(f"{name} must look like 30/minute, got {raw!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
     endpoint = _endpoint(env)
+    app_env = env.get("APP_ENV", "").strip().lower() or ("production" if env.get("DYNO") else "development")
+    if app_env not in ("production", "development"):
+        raise SettingsError(f"APP_ENV must be production or development, got {app_env!r}")
+    production = app_env == "production"
+    if production and not env.get("SECRET_KEY", "").strip():
+        raise SettingsError("SECRET_KEY must be set in production (APP_ENV=production): it signs the cookies "
+                            "that keep each person's conversations private. Generate one with "
+                            "python -c 'import secrets; print(secrets.token_hex(32))'")
     default_model = DEFAULT_MODELS.get(endpoint.name, "default") if endpoint else "demo"
     chat_model = env.get("CHAT_MODEL", "").strip() or default_model
     chat_models = _names(env, "CHAT_MODELS")
@@ -193,4 +245,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         system_prompt=env.get("SYSTEM_PROMPT", "").strip() or None,
         templates_dir=_folder(env, "TEMPLATES_DIR"),
         static_dir=_folder(env, "STATIC_DIR"),
+        production=production,
+        trust_proxy=_flag(env, "TRUST_PROXY", default=bool(env.get("DYNO"))),
+        app_password=env.get("APP_PASSWORD") or None,
+        api_tokens=_names(env, "API_TOKENS"),
+        redis_url=env.get("REDIS_URL", "").strip() or None,
+        login_rate_limit=_limit(env, "LOGIN_RATE_LIMIT", "5/minute"),
+        rate_limit_owner=_limit(env, "RATE_LIMIT_PER_OWNER", "30/minute"),
+        rate_limit_ip=_limit(env, "RATE_LIMIT_PER_IP", "120/minute"),
+        max_concurrent_per_owner=_integer(env, "MAX_CONCURRENT_PER_OWNER", 3, minimum=1),
+        max_messages_per_conversation=_integer(env, "MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),
+        daily_token_budget=_integer(env, "DAILY_TOKEN_BUDGET", None, minimum=1),
+        owner_daily_token_budget=_integer(env, "OWNER_DAILY_TOKEN_BUDGET", None, minimum=1),
+        model_prices=_prices(env),
     )

@@ -50,6 +50,20 @@ messages = sa.Table(
     # rows are shown and sent upstream; replaced ones stay, so history stays honest.
     sa.Column("reply_to", sa.Integer),
     sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("cost", sa.Float),  # estimated USD, from MODEL_PRICES
+)
+
+# One row per answer, stored or not (the JSON API stores no messages): what budgets count.
+usage = sa.Table(
+    "usage", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(64), index=True),
+    sa.Column("conversation_id", sa.Integer, index=True),
+    sa.Column("model", sa.String(200)),
+    sa.Column("tokens_in", sa.Integer, nullable=False, default=0),
+    sa.Column("tokens_out", sa.Integer, nullable=False, default=0),
+    sa.Column("cost", sa.Float, nullable=False, default=0.0),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
 )
 
 STREAMING = "streaming"
@@ -88,9 +102,13 @@ def create_conversation(engine: Engine, title: str, model: str | None = None,
         return result.inserted_primary_key[0]
 
 
-def get_conversation(engine: Engine, conversation_id: int):
+def get_conversation(engine: Engine, conversation_id: int, owner: str | None = None):
+    """The conversation, or None if it does not exist or belongs to another owner."""
+    query = conversations.select().where(conversations.c.id == conversation_id)
+    if owner is not None:
+        query = query.where(conversations.c.owner == owner)
     with engine.connect() as db:
-        return db.execute(conversations.select().where(conversations.c.id == conversation_id)).first()
+        return db.execute(query).first()
 
 
 def list_conversations(engine: Engine, owner: str | None = None, search: str | None = None, limit: int = 200):
@@ -115,6 +133,7 @@ def update_conversation(engine: Engine, conversation_id: int, **values) -> None:
 
 
 def delete_conversation(engine: Engine, conversation_id: int) -> None:
+    """Delete a conversation and its messages (the usage rows stay: budgets must not be reset)."""
     with engine.begin() as db:
         db.execute(messages.delete().where(messages.c.conversation_id == conversation_id))
         db.execute(conversations.delete().where(conversations.c.id == conversation_id))
@@ -128,9 +147,14 @@ def list_messages(engine: Engine, conversation_id: int):
         return db.execute(query).all()
 
 
-def get_message(engine: Engine, message_id: int):
+def get_message(engine: Engine, message_id: int, owner: str | None = None):
+    """The message, or None if it does not exist or its conversation belongs to another owner."""
+    query = messages.select().where(messages.c.id == message_id)
+    if owner is not None:
+        query = query.where(messages.c.conversation_id.in_(
+            sa.select(conversations.c.id).where(conversations.c.owner == owner)))
     with engine.connect() as db:
-        return db.execute(messages.select().where(messages.c.id == message_id)).first()
+        return db.execute(query).first()
 
 
 def append_exchange(engine: Engine, conversation_id: int, content: str, model: str) -> tuple[int, int]:
@@ -245,11 +269,55 @@ def touch_heartbeats(engine: Engine, message_ids: Iterable[int]) -> None:
 
 def finish_message(engine: Engine, message_id: int, content: str, status: str, error: str | None = None,
                    tokens_in: int | None = None, tokens_out: int | None = None,
-                   ttft_ms: int | None = None, duration_ms: int | None = None) -> None:
+                   ttft_ms: int | None = None, duration_ms: int | None = None, cost: float | None = None) -> None:
     with engine.begin() as db:
         db.execute(messages.update().where(messages.c.id == message_id).values(
             content=content, status=status, error=error, tokens_in=tokens_in, tokens_out=tokens_out,
-            ttft_ms=ttft_ms, duration_ms=duration_ms, heartbeat_at=time.time()))
+            ttft_ms=ttft_ms, duration_ms=duration_ms, cost=cost, heartbeat_at=time.time()))
+
+
+def record_usage(engine: Engine, owner: str | None, conversation_id: int | None, model: str,
+                 tokens_in: int, tokens_out: int, cost: float) -> None:
+    with engine.begin() as db:
+        db.execute(usage.insert().values(owner=owner, conversation_id=conversation_id, model=model,
+                                         tokens_in=tokens_in, tokens_out=tokens_out, cost=cost,
+                                         created_at=time.time()))
+
+
+def tokens_used(engine: Engine, since: float, owner: str | None = None) -> int:
+    """Tokens in and out since `since`, for one owner or the whole instance."""
+    query = sa.select(sa.func.coalesce(sa.func.sum(usage.c.tokens_in + usage.c.tokens_out), 0)).where(
+        usage.c.created_at >= since)
+    if owner is not None:
+        query = query.where(usage.c.owner == owner)
+    with engine.connect() as db:
+        return int(db.execute(query).scalar_one())
+
+
+def usage_totals(engine: Engine, owner: str, conversation_id: int | None = None) -> dict:
+    """Tokens and cost for an owner (all time) or one of their conversations, for the page."""
+    query = sa.select(sa.func.coalesce(sa.func.sum(usage.c.tokens_in), 0).label("tokens_in"),
+                      sa.func.coalesce(sa.func.sum(usage.c.tokens_out), 0).label("tokens_out"),
+                      sa.func.coalesce(sa.func.sum(usage.c.cost), 0.0).label("cost")).where(usage.c.owner == owner)
+    if conversation_id is not None:
+        query = query.where(usage.c.conversation_id == conversation_id)
+    with engine.connect() as db:
+        row = db.execute(query).one()
+    return {"tokens_in": int(row.tokens_in), "tokens_out": int(row.tokens_out), "cost": float(row.cost)}
+
+
+def count_streaming(engine: Engine, owner: str) -> int:
+    """Answers of this owner being written now, on any worker."""
+    query = (sa.select(sa.func.count()).select_from(messages.join(conversations))
+             .where(conversations.c.owner == owner, messages.c.status == STREAMING))
+    with engine.connect() as db:
+        return int(db.execute(query).scalar_one())
+
+
+def count_messages(engine: Engine, conversation_id: int) -> int:
+    query = sa.select(sa.func.count()).where(messages.c.conversation_id == conversation_id, messages.c.active)
+    with engine.connect() as db:
+        return int(db.execute(query).scalar_one())
 
 
 def request_stop(engine: Engine, message_id: int) -> None:

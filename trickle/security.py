@@ -1,0 +1,121 @@
+"""Who may do what: the owner cookie, the optional password gate, API tokens, CSRF and headers.
+
+Every browser is an owner (a random id in the signed, HttpOnly, SameSite=Lax
+session cookie); its conversations are invisible to every other owner. An
+operator can put a password in front of everything (APP_PASSWORD) and require
+bearer tokens on the API (API_TOKENS).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import timedelta
+
+from flask import Flask, g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .errors import error_response
+from .settings import Settings
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+OPEN_ENDPOINTS = {"static", "pages.healthz", "metrics.metrics", "security.login"}
+
+# No inline script or style anywhere, so the policy can be strict: htmx is
+# configured (meta htmx-config) not to eval or inject styles.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data: https:",
+    "connect-src 'self'", "font-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "form-action 'self'", "frame-ancestors 'none'",
+])
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """The session cookie gets `Secure` whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
+def current_owner() -> str:
+    return g.owner
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+def _bearer_ok(tokens: tuple[str, ...]) -> bool:
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    # compare against every token, whatever matches first: no early exit to time
+    return bool(given) and sum(hmac.compare_digest(given, token) for token in tokens) > 0
+
+
+def init_app(app: Flask, settings: Settings, limiter) -> None:
+    app.session_interface = _SessionInterface()
+    app.config.update(SESSION_COOKIE_NAME="trickle_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=timedelta(days=365))
+    if settings.trust_proxy:  # Heroku, nginx…: scheme and client address from X-Forwarded-*
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+    @app.before_request
+    def authenticate():
+        if request.endpoint in OPEN_ENDPOINTS:
+            return None
+        api = request.path.startswith("/api/") or request.path == "/ws"
+        if api and settings.api_tokens:
+            if not _bearer_ok(settings.api_tokens):
+                return error_response(401, "Send a valid API token as 'Authorization: Bearer <token>'.")
+        elif settings.app_password and not session.get("authenticated"):
+            if api:
+                return error_response(401, "Log in first, or use an API token.")
+            if request.headers.get("HX-Request"):
+                return "", 401, {"HX-Redirect": url_for("security.login")}
+            return redirect(url_for("security.login", next=request.full_path.rstrip("?")))
+        if "owner" not in session:
+            session["owner"] = secrets.token_urlsafe(16)
+            session.permanent = True
+        g.owner = session["owner"]
+        if request.method not in SAFE_METHODS and not api:
+            given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+            if not hmac.compare_digest(given, session.get("csrf", "")):
+                return error_response(403, "This form has expired: reload the page and try again.")
+        return None
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    from flask import Blueprint
+
+    bp = Blueprint("security", __name__)
+
+    @bp.route("/login", methods=["GET", "POST"])
+    @limiter.limit(settings.login_rate_limit, methods=["POST"])
+    def login():
+        """The password gate (only when APP_PASSWORD is set)."""
+        if not settings.app_password:
+            return redirect(url_for("pages.index"))
+        error = None
+        if request.method == "POST":
+            given = request.form.get("password", "")
+            if hmac.compare_digest(given.encode(), settings.app_password.encode()):
+                session.clear()
+                session["authenticated"] = True
+                session.permanent = True
+                target = request.args.get("next", "")
+                return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+            error = "That password is not right."
+        return render_template("login.html", error=error), 401 if error else 200
+
+    app.register_blueprint(bp)
