@@ -65,7 +65,7 @@ def create_app(env: dict | None = None) -> Flask:
     storage.init_db(engine)
 
     registry = Registry(engine, settings)
-    registry.sweep()  # answers left "streaming" by a killed worker become "interrupted"
+    registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
     app.extensions["trickle"] = Trickle(settings, engine, make_provider(settings), registry)
 
     from . import api, controls, errors, pages, ws

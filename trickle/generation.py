@@ -10,6 +10,7 @@ detach. So a reload or an EventSource reconnect is just another attach, Stop is
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -66,6 +67,8 @@ class Generation:
         self.owner: str | None = None
         self.conversation_id: int | None = None
         self.started_at = time.monotonic()
+        self.attempt_started_at = self.started_at
+        self.waiting = False  # sleeping before a retry: no first-token deadline
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
         self.finished_at: float | None = None
@@ -160,7 +163,7 @@ class Generation:
             return self.cancel("failed", f"The answer took longer than STREAM_MAX_S ({stream_max:g} s) "
                                          "and was cut there.")
         if self.first_token_at is None:
-            if now - self.started_at >= first_token_timeout and not self.notice:
+            if now - self.attempt_started_at >= first_token_timeout and not self.waiting:
                 self.cancel("failed", f"{self.provider.label} sent nothing for {first_token_timeout:g} s.")
         elif now - self.last_token_at >= idle_timeout:
             self.cancel("failed", f"{self.provider.label} stalled: nothing new for {idle_timeout:g} s.")
@@ -184,6 +187,7 @@ class Generation:
         for position, model in enumerate(models):
             attempt = 0
             while True:
+                self.attempt_started_at = time.monotonic()
                 try:
                     with closing(self.provider.stream(self.messages, model)) as deltas:
                         for delta in deltas:
@@ -200,8 +204,12 @@ class Generation:
                         wait = err.retry_after if err.retry_after is not None else 0.5 * 2 ** attempt
                         wait = min(wait, self.retry_max_wait)
                         attempt += 1
-                        self._set_notice(f"{err.message} Retrying in {wait:.0f} s…")
-                        gevent.sleep(wait)
+                        self._set_notice(f"{err.message} Retrying in {math.ceil(wait)} s…")
+                        self.waiting = True
+                        try:
+                            gevent.sleep(wait)
+                        finally:
+                            self.waiting = False
                         continue
                     if position + 1 < len(models):
                         self._set_notice(f"{err.message} Trying {models[position + 1]} instead…")

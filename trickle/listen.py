@@ -25,8 +25,18 @@ def follow(generation, cursor: int, encoder, *, flush_interval: float, ping_inte
     """
     generation.attach()
     try:
+        cursor = max(cursor, 0)
+        if cursor > generation.length and not generation.finished:
+            # A follower of another worker's answer lags the owner by up to SAVE_INTERVAL_S: the client
+            # already has text this copy has not, so wait for it rather than send it twice.
+            yield sse.PING
+            while cursor > generation.length and not generation.finished:
+                if getattr(generation, "abandoned", False):
+                    return
+                generation.wakeup.wait(ping_interval)
+                yield sse.PING  # how a client that left is noticed
         index, pending = generation.locate(cursor)
-        cursor = min(max(cursor, 0), generation.length)
+        cursor = min(cursor, generation.length)
         replay = encoder.needs_prefix and not generation.finished
         head = encoder.start(generation.text()[:cursor] if replay else "", cursor)
         yield head.encode() if head else sse.PING  # headers and a first byte go out at once

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx2
 import openai
 
 from .settings import Endpoint, Settings
@@ -88,7 +89,8 @@ class OpenAICompatible:
         self.max_tokens = settings.max_tokens
         # Retries and timeouts are the generation's job (it shows "retrying…" and
         # knows the deadlines); the read timeout here is only a backstop.
-        timeout = openai.Timeout(settings.idle_timeout + 5, connect=settings.connect_timeout)
+        timeout = openai.Timeout(max(settings.idle_timeout, settings.first_token_timeout) + 5,
+                                 connect=settings.connect_timeout)
         self.client = openai.OpenAI(
             base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0,
             timeout=timeout, default_headers=dict(endpoint.headers) or None,
@@ -109,7 +111,7 @@ class OpenAICompatible:
                 yield from _parse_sse_lines(response.iter_lines(), messages)
         except openai.OpenAIError as err:
             raise _provider_error(err, self.endpoint, model) from err
-        except (OSError, ValueError) as err:  # a dropped socket or a garbled line
+        except (OSError, ValueError, httpx2.TransportError) as err:  # a dropped socket or body, a garbled line
             raise ProviderError(f"The connection to {self.label} broke: {err.__class__.__name__}.",
                                 retryable=False) from err
 

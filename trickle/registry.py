@@ -125,7 +125,8 @@ class Registry:
                 storage.finish_message(
                     self.engine, generation.key, generation.text(), outcome, error,
                     tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens,
-                    ttft_ms=generation.ttft_ms, duration_ms=generation.duration_ms, cost=cost)
+                    ttft_ms=generation.ttft_ms, duration_ms=generation.duration_ms, cost=cost,
+                    model=generation.model)
                 break
             except Exception:
                 log.exception("saving message %s failed (attempt %d)", generation.key, attempt + 1)
@@ -173,8 +174,21 @@ class Registry:
         if self._monitor is None or self._monitor.dead:
             self._monitor = gevent.spawn(self._monitor_loop)
 
+    def watch_orphans(self) -> gevent.Greenlet:
+        """Sweep now and then for good: a worker killed a moment ago looks alive until STALE_AFTER."""
+
+        def loop():
+            while True:
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("sweep failed")
+                gevent.sleep(SWEEP_INTERVAL)
+
+        return gevent.spawn(loop)
+
     def _monitor_loop(self) -> None:
-        last_save = last_sweep = time.monotonic()
+        last_save = time.monotonic()
         while self.live or self.remote:
             gevent.sleep(FOLLOW_INTERVAL)
             now = time.monotonic()
@@ -184,9 +198,6 @@ class Registry:
                 if now - last_save >= self.settings.save_interval:
                     last_save = now
                     self._save_and_signal()
-                if now - last_sweep >= SWEEP_INTERVAL:
-                    last_sweep = now
-                    self.sweep()
                 self._check_deadlines(time.monotonic())
             except Exception:  # the database may be away for a moment; try again next tick
                 log.exception("monitor tick failed")

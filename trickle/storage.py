@@ -269,9 +269,11 @@ def touch_heartbeats(engine: Engine, message_ids: Iterable[int]) -> None:
 
 def finish_message(engine: Engine, message_id: int, content: str, status: str, error: str | None = None,
                    tokens_in: int | None = None, tokens_out: int | None = None,
-                   ttft_ms: int | None = None, duration_ms: int | None = None, cost: float | None = None) -> None:
+                   ttft_ms: int | None = None, duration_ms: int | None = None, cost: float | None = None,
+                   model: str | None = None) -> None:
+    extra = {"model": model} if model else {}
     with engine.begin() as db:
-        db.execute(messages.update().where(messages.c.id == message_id).values(
+        db.execute(messages.update().where(messages.c.id == message_id).values(**extra,
             content=content, status=status, error=error, tokens_in=tokens_in, tokens_out=tokens_out,
             ttft_ms=ttft_ms, duration_ms=duration_ms, cost=cost, heartbeat_at=time.time()))
 

@@ -65,6 +65,14 @@ def _line(event: dict) -> str:
     return json.dumps(event, ensure_ascii=False) + "\n"  # JSON escapes newlines: one event per line
 
 
+def split_events(chunk: bytes) -> list[str]:
+    """The JSON events in one write of `follow()` with `SocketEvents`, without its SSE pings.
+
+    Split on "\\n" only: JSON leaves U+2028, U+0085… raw, and `splitlines()` would cut there.
+    """
+    return [line for line in chunk.decode().split("\n") if line.startswith("{")]
+
+
 class SocketEvents:
     """Encoder for `follow()`: JSON events, one per line; each line becomes one WebSocket message."""
 
@@ -135,19 +143,28 @@ class ChatSocket:
         try:
             while True:
                 raw = self.ws.receive(timeout=DRAIN_CHECK_S)
-                if raw is None:
-                    if self.app.registry.draining and self.current is None:
+                if raw is not None:
+                    self.handle(raw)
+                if self.app.registry.draining and self.current is None:
+                    with self.send_lock:  # after the last answer's final event, never in between
                         self.ws.close(GOING_AWAY, "The server is restarting; reconnect in a moment.")
-                        return
-                    continue
-                self.handle(raw)
+                    return
         finally:
             self.stop("Stopped: the WebSocket was closed.")
 
+    def cancel(self, message: str | None) -> None:
+        generation = self.current
+        if generation is None:
+            return  # nothing running: the answer already ended, nothing to do
+        # A generation started by the message just before this one has been spawned but has
+        # not run yet, and gevent would unschedule it on kill, so that it never finishes:
+        # let it start first (spawned greenlets run in order, before this one resumes).
+        pass  # gevent.sleep(0)
+        generation.cancel("stopped", message)
+
     def stop(self, message: str) -> None:
-        generation, forwarder = self.current, self.forwarder
-        if generation is not None:
-            generation.cancel("stopped", message)
+        forwarder = self.forwarder
+        self.cancel(message)
         if forwarder is not None:
             forwarder.kill(block=True, timeout=5)
 
@@ -161,8 +178,7 @@ class ChatSocket:
                               '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.')
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "cancel":
-            if self.current is not None:  # nothing running: the answer already ended, nothing to do
-                self.current.cancel("stopped", None)
+            self.cancel(None)
         elif kind == "ping":
             self.send({"type": "pong"})
         elif kind in (None, "chat"):
@@ -191,8 +207,7 @@ class ChatSocket:
             with closing(follow(generation, 0, encoder, flush_interval=settings.flush_interval,
                                 ping_interval=settings.ping_interval)) as stream:
                 for chunk in stream:
-                    # split on "\n" only: JSON leaves U+2028 and friends raw, and splitlines() cuts there
-                    events = [line for line in chunk.decode().split("\n") if line.startswith("{")]  # not pings
+                    events = split_events(chunk)
                     if not events:
                         continue
                     with self.send_lock:
