@@ -8,6 +8,7 @@ scripts the upstream, drives HTTP or a browser, and reads the database.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,25 @@ from tests.fake_upstream import FakeUpstream, Script
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def client(server: AppServer) -> requests.Session:
+    """A browser-like HTTP client: the owner cookie of a first visit, and the CSRF token that
+    htmx sends in a header."""
+    session = requests.Session()
+    page = session.get(server.url("/"), timeout=10)
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    session.headers["X-CSRF-Token"] = token.group(1)
+    return session
+
+
+def browser_session(page) -> requests.Session:
+    """An HTTP client that is the same owner as the browser page (its cookies)."""
+    session = requests.Session()
+    for cookie in page.context.cookies():
+        session.cookies.set(cookie["name"], cookie["value"], domain=cookie["domain"], path=cookie["path"])
+    return session
 
 
 def free_port() -> int:
@@ -45,6 +65,9 @@ class AppServer:
             **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OPENROUTER_", "OLLAMA_"))},
             "PORT": str(self.port), "WEB_CONCURRENCY": str(workers), "DATABASE_URL": self.database_url,
             "PYTHONUNBUFFERED": "1", "GRACEFUL_TIMEOUT": "10",
+            # Every test client is 127.0.0.1: limits are tested on purpose, not hit by accident.
+            "RATE_LIMIT_PER_IP": "100000/minute", "RATE_LIMIT_PER_OWNER": "100000/minute",
+            "MAX_CONCURRENT_PER_OWNER": "100",
             **env,
         }
         self.process: subprocess.Popen | None = None

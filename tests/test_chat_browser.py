@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 
-import requests
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from tests.conftest import screenshot
+from tests.conftest import browser_session, screenshot
 from tests.fake_upstream import Script
 from trickle import storage
 
@@ -111,11 +110,11 @@ def conversation_id(page) -> int:
     return int(match.group(1))
 
 
-def read_events(server, mid: int, headers: dict | None = None) -> list[tuple[str, str]]:
-    """GET the message's event stream and read (event, data) pairs up to and including `done`."""
+def read_events(server, page, mid: int, headers: dict | None = None) -> list[tuple[str, str]]:
+    """GET the message's event stream, as the page's owner, and read (event, data) pairs up to `done`."""
     events: list[tuple[str, str]] = []
     url = server.url(f"/messages/{mid}/events")
-    with requests.get(url, headers=headers or {}, stream=True, timeout=(5, 10)) as response:
+    with browser_session(page).get(url, headers=headers or {}, stream=True, timeout=(5, 10)) as response:
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         name, data = None, []
@@ -232,7 +231,7 @@ def test_no_duplicate_answer_after_stream_ends(shared_server, upstream, page, co
     row = message_row(shared_server, mid)
     assert (row.status, row.content) == ("done", reply)
     # What a reconnecting browser gets: `done` at once, nothing replayed.
-    events = read_events(shared_server, mid, headers={"Last-Event-ID": str(len(reply))})
+    events = read_events(shared_server, page, mid, headers={"Last-Event-ID": str(len(reply))})
     assert [name for name, _ in events] == ["done"]
     assert 'data-status="done"' in events[0][1] and reply in events[0][1]
     assert len(upstream.requests) == 1, "re-attaching must never start a new generation"
@@ -413,7 +412,7 @@ def test_delete_conversation_removes_it_from_sidebar(shared_server, upstream, pa
     expect(page).to_have_url(shared_server.url("/"))  # it was the open conversation: back to a new chat
     expect(page.locator(f"#conversation-{cid}")).to_have_count(0)
     assert prompts == ["Delete this conversation?"]
-    assert requests.get(shared_server.url(f"/c/{cid}"), timeout=10).status_code == 404
+    assert browser_session(page).get(shared_server.url(f"/c/{cid}"), timeout=10).status_code == 404
     assert query(shared_server, sa.select(storage.messages.c.id).where(storage.messages.c.conversation_id == cid)) == []
     assert query(shared_server, sa.select(storage.conversations.c.id).where(storage.conversations.c.id == cid)) == []
     assert not console_errors

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.conftest import AppServer, free_port
+from tests.conftest import AppServer, client, free_port
 from tests.fake_upstream import Script
 
 # -- helpers: the page's HTTP flow, its SSE events, the database ------------------------------
@@ -69,7 +69,7 @@ class Listener:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         self.message_id = message_id
-        self.response = (session or requests).get(
+        self.response = (session or owner_client(server)).get(
             server.url(f"/messages/{message_id}/events?cursor={cursor}"), headers=headers, stream=True,
             timeout=(10, read_timeout))
         assert self.response.status_code == 200, self.response.text
@@ -174,14 +174,32 @@ def send(server: AppServer, content: str, conversation_id: int | None = None,
     data = {"content": content}
     if conversation_id is not None:
         data["conversation_id"] = str(conversation_id)
-    response = (session or requests).post(server.url("/messages"), data=data, headers={"HX-Request": "true"},
-                                          timeout=30)
+    response = (session or owner_client(server)).post(server.url("/messages"), data=data,
+                                                      headers={"HX-Request": "true"}, timeout=30)
     assert response.status_code == 200, response.text
     found = re.search(r'<article class="message assistant[^"]*" id="message-(\d+)"', response.text)
     assert found, response.text
     answer_id = int(found.group(1))
     row = message(server, answer_id)
     return Sent(answer_id, row.conversation_id, response.text)
+
+
+_clients: dict[str, requests.Session] = {}
+
+
+def owner_client(server: AppServer) -> requests.Session:
+    """The one browser-like owner of each server's conversations in these tests (cookie + CSRF token)."""
+    if server.base_url not in _clients:
+        _clients[server.base_url] = client(server)
+    return _clients[server.base_url]
+
+
+def as_owner(session: requests.Session, server: AppServer) -> requests.Session:
+    """Give another connection the owner's cookie and token (same person, another worker)."""
+    owner = owner_client(server)
+    session.cookies.update(owner.cookies)
+    session.headers["X-CSRF-Token"] = owner.headers["X-CSRF-Token"]
+    return session
 
 
 _engines: dict[str, object] = {}
@@ -280,7 +298,7 @@ def sessions_on(server: AppServer, owner: bool, count: int, attempts: int = 80) 
         response = session.get(server.url("/healthz"), timeout=10)
         assert response.headers.get("Connection", "keep-alive").lower() != "close"
         if (response.json()["live_generations"] > 0) == owner:
-            found.append(session)
+            found.append(as_owner(session, server))
             if len(found) == count:
                 return found
         else:
@@ -445,7 +463,8 @@ def test_dropped_connection_keeps_the_partial_text_and_retry_writes_it_again(ser
     dropped = shown.outcome
 
     upstream.push(Script(text=reply))
-    response = requests.post(server.url(f"/messages/{sent.answer_id}/retry"), headers={"HX-Request": "true"},
+    response = owner_client(server).post(server.url(f"/messages/{sent.answer_id}/retry"),
+                                         headers={"HX-Request": "true"},
                              timeout=30)
     assert response.status_code == 200
     assert f'id="message-{sent.answer_id}"' in response.text and "sse-connect" in response.text
@@ -665,8 +684,8 @@ def test_stop_reaches_the_answer_from_another_worker(three_workers, upstream):
     assert_one_exchange(server, sent, question)
     assert len(upstream.requests) == 1
     for _ in range(3):  # stopping an ended answer again, from wherever, is harmless
-        response = requests.post(server.url(f"/messages/{sent.answer_id}/stop"), headers={"HX-Request": "true"},
-                                 timeout=10)
+        response = owner_client(server).post(server.url(f"/messages/{sent.answer_id}/stop"),
+                                             headers={"HX-Request": "true"}, timeout=10)
         assert response.status_code == 204
     assert message(server, sent.answer_id).status == "stopped"
 

@@ -20,6 +20,7 @@ from tests.test_faults import (
     final,
     healthy,
     message,
+    owner_client,
     send,
     stream_ended,
     wait_for_row,
@@ -155,7 +156,8 @@ def test_killed_worker_answer_is_closed_even_if_nobody_looks(make_server, upstre
     assert row.status == "interrupted", "the dead worker's answer is still 'streaming' in the database"
     assert row.error == RESTARTED
     assert len(row.content) >= len(saved.content) and reply.startswith(row.content)
-    response = requests.post(server.url(f"/messages/{sent.answer_id}/retry"), headers={"HX-Request": "true"},
+    response = owner_client(server).post(server.url(f"/messages/{sent.answer_id}/retry"),
+                                         headers={"HX-Request": "true"},
                              timeout=30)
     assert response.status_code == 200, "Retry must be possible on the interrupted answer"
     assert_one_exchange(server, sent, question)

@@ -26,7 +26,8 @@ INJECTED = f"""() => {{
             if (name === 'style') found.push(tag + '[style]');
             if (name.startsWith('hx-') || name.startsWith('sse-')) found.push(tag + '[' + name + ']');
             if (['href', 'src', 'action', 'formaction', 'data', 'background'].includes(name) &&
-                /^\\s*(javascript|vbscript|data):/i.test(attr.value)) found.push(tag + '[' + name + '=' + attr.value + ']');
+                /^\\s*(javascript|vbscript|data):/i.test(attr.value))
+                found.push(tag + '[' + name + '=' + attr.value + ']');
         }}
     }}
     return found;

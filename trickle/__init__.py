@@ -42,6 +42,25 @@ class Trickle:
         return found if self.settings.chat_model in found else [self.settings.chat_model, *found]
 
 
+def _development_secret(instance_path: str) -> str:
+    """Without SECRET_KEY (allowed outside production): one random key kept in the instance folder,
+    so that every worker and every restart signs cookies alike."""
+    os.makedirs(instance_path, exist_ok=True)
+    path = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(path):
+        draft = f"{path}.{os.getpid()}"
+        with open(draft, "w") as new:
+            new.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)  # atomic and exclusive: the first worker's key wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    with open(path) as kept:
+        return kept.read().strip()
+
+
 def create_app(env: dict | None = None) -> Flask:
     """Build the app from the environment (and `.env`); raises SettingsError naming a bad variable."""
     if env is None:
@@ -50,8 +69,8 @@ def create_app(env: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
     customize.init_app(app, settings, os.path.join(ROOT, "templates"), os.path.join(ROOT, "static"))
     app.config.update(
-        SECRET_KEY=settings.secret_key or secrets.token_hex(32),
-        MAX_CONTENT_LENGTH=1024 * 1024,
+        SECRET_KEY=settings.secret_key or _development_secret(app.instance_path),
+        MAX_CONTENT_LENGTH=settings.max_content_length,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
@@ -68,9 +87,12 @@ def create_app(env: dict | None = None) -> Flask:
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
     app.extensions["trickle"] = Trickle(settings, engine, make_provider(settings), registry)
 
-    from . import api, controls, errors, pages, ws
+    from . import api, controls, errors, limits, metrics, pages, security, ws
 
+    limits.init_app(app, settings)
+    security.init_app(app, settings, limits.limiter)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(controls.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)

@@ -8,8 +8,9 @@ import re
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
-from . import storage
+from . import limits, storage
 from .errors import error_response
+from .security import current_owner
 from .pages import _start, _wait_for, answer_view, message_view, trickle
 from .registry import Draining
 
@@ -17,14 +18,14 @@ bp = Blueprint("controls", __name__)
 
 
 def _message_or_404(message_id: int, role: str):
-    row = storage.get_message(trickle().engine, message_id)
+    row = storage.get_message(trickle().engine, message_id, current_owner())
     if row is None or row.role != role:
         abort(404, "There is no such message.")
     return row
 
 
 def _conversation_or_404(conversation_id: int):
-    row = storage.get_conversation(trickle().engine, conversation_id)
+    row = storage.get_conversation(trickle().engine, conversation_id, current_owner())
     if row is None:
         abort(404, "This conversation does not exist (it may have been deleted).")
     return row
@@ -32,6 +33,11 @@ def _conversation_or_404(conversation_id: int):
 
 def _model_for(conversation) -> str:
     return conversation.model or trickle().settings.chat_model
+
+
+def _refused():
+    app = trickle()
+    return limits.refusal(app.engine, app.settings, app.registry, current_owner())
 
 
 def _start_or_fail(answer_id: int, conversation_id: int, model: str):
@@ -50,12 +56,15 @@ def _back_to(conversation_id: int, generation=None):
 
 
 @bp.post("/messages/<int:message_id>/regenerate")
+@limits.per_owner
 def regenerate(message_id: int):
     """A new answer to the same question; the previous one stays as an alternative (1/2)."""
     app = trickle()
     old = _message_or_404(message_id, "assistant")
     if old.status == storage.STREAMING:
         abort(409, "This answer is still being written; stop it first.")
+    if refused := _refused():
+        return error_response(429, refused)
     conversation = _conversation_or_404(old.conversation_id)
     model = _model_for(conversation)
     answer_id = storage.regenerate(app.engine, message_id, model)
@@ -78,6 +87,7 @@ def activate(message_id: int):
 
 
 @bp.post("/messages/<int:message_id>/edit")
+@limits.per_owner
 def edit(message_id: int):
     """Replace a question: later turns are hidden (kept in the database), a new answer starts."""
     app = trickle()
@@ -90,6 +100,8 @@ def edit(message_id: int):
     if len(content) > app.settings.max_input_chars:
         return error_response(413, f"Your message is {len(content):,} characters long; "
                                    f"the limit is {app.settings.max_input_chars:,}.")
+    if refused := _refused():
+        return error_response(429, refused)
     for row in storage.list_messages(app.engine, question.conversation_id):
         if row.id > message_id and row.status == storage.STREAMING:
             app.registry.stop(row.id)
@@ -142,7 +154,7 @@ def search():
     query = request.args.get("q", "").strip()
     if not request.headers.get("HX-Request"):
         return redirect(url_for("pages.index", q=query or None))
-    rows = storage.list_conversations(trickle().engine, search=query or None)
+    rows = storage.list_conversations(trickle().engine, current_owner(), search=query or None)
     current = request.headers.get("HX-Current-URL", "")
     match = re.search(r"/c/(\d+)", current)
     conversation = {"id": int(match.group(1))} if match else None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request, session,
                    url_for)
 
-from . import sse, storage
+from . import limits, sse, storage
 from .errors import error_response
+from .security import current_owner
 from .listen import PageEvents, follow
 from .registry import Draining
 from .render import Splitter, render_markdown
@@ -61,10 +62,13 @@ def conversation_page(conversation=None, status: int = 200):
     siblings = storage.alternatives_by_question(app.engine, conversation.id) if conversation else {}
     views = [message_view(row, registry.get(row.id), siblings.get(row.reply_to)) for row in rows]
     search = request.args.get("q", "").strip()
+    owner = current_owner()
     return render_template(
         "conversation.html", conversation=conversation, messages=views, search=search,
-        conversations=storage.list_conversations(app.engine, search=search or None), settings=app.settings,
+        conversations=storage.list_conversations(app.engine, owner, search=search or None), settings=app.settings,
         provider_label=app.provider.label, models=app.models(),
+        usage=storage.usage_totals(app.engine, owner),
+        conversation_usage=storage.usage_totals(app.engine, owner, conversation.id) if conversation else None,
     ), status
 
 
@@ -76,7 +80,7 @@ def index():
 
 @bp.get("/c/<int:conversation_id>")
 def conversation(conversation_id: int):
-    row = storage.get_conversation(trickle().engine, conversation_id)
+    row = storage.get_conversation(trickle().engine, conversation_id, current_owner())
     if row is None:
         abort(404, "This conversation does not exist (it may have been deleted).")
     return conversation_page(row)
@@ -88,6 +92,7 @@ def _title(content: str) -> str:
 
 
 @bp.post("/messages")
+@limits.per_owner
 def send_message():
     """Store the question and an empty answer, start the generation, return both bubbles."""
     app = trickle()
@@ -101,13 +106,17 @@ def send_message():
     chosen = "" if conversation_id else request.form.get("model", "").strip()  # the new-chat picker
     if chosen and chosen not in app.models():
         return error_response(400, f"Unknown model {chosen!r}.")
+    owner = current_owner()
     created = False
     if conversation_id:
-        conversation = storage.get_conversation(app.engine, conversation_id)
+        conversation = storage.get_conversation(app.engine, conversation_id, owner)
         if conversation is None:
             return error_response(404, "This conversation no longer exists.")
-    else:
-        conversation_id = storage.create_conversation(app.engine, _title(content),
+    refused = limits.refusal(app.engine, app.settings, app.registry, owner, conversation_id)
+    if refused:
+        return error_response(429, refused)
+    if not conversation_id:
+        conversation_id = storage.create_conversation(app.engine, _title(content), owner=owner,
                                                       system_prompt=app.settings.system_prompt)
         conversation = storage.get_conversation(app.engine, conversation_id)
         created = True
@@ -137,7 +146,8 @@ def send_message():
 def _start(answer_id: int, conversation_id: int, model: str):
     app = trickle()
     history = storage.prompt_messages(app.engine, conversation_id, answer_id)
-    return app.registry.start(answer_id, app.provider, history, model)
+    return app.registry.start(answer_id, app.provider, history, model, owner=current_owner(),
+                              conversation_id=conversation_id)
 
 
 def _wait_for(generation) -> None:
@@ -149,14 +159,18 @@ def _wait_for(generation) -> None:
 
 
 @bp.post("/messages/<int:message_id>/retry")
+@limits.per_owner
 def retry_message(message_id: int):
     """Write an ended answer again (after an error, a stop or a restart)."""
     app = trickle()
-    row = storage.get_message(app.engine, message_id)
+    row = storage.get_message(app.engine, message_id, current_owner())
     if row is None or row.role != "assistant":
         abort(404, "There is no such answer.")
     if row.status == storage.STREAMING:
         abort(409, "This answer is still being written.")
+    refused = limits.refusal(app.engine, app.settings, app.registry, current_owner())
+    if refused:
+        return error_response(429, refused)
     conversation = storage.get_conversation(app.engine, row.conversation_id)
     model = conversation.model or app.settings.chat_model
     storage.restart_message(app.engine, message_id, model)
@@ -176,7 +190,7 @@ def retry_message(message_id: int):
 def stop_message(message_id: int):
     """Stop an answer mid-stream; the text so far is kept. Works from any worker."""
     app = trickle()
-    row = storage.get_message(app.engine, message_id)
+    row = storage.get_message(app.engine, message_id, current_owner())
     if row is None:
         abort(404, "There is no such answer.")
     app.registry.stop(message_id)
@@ -199,11 +213,11 @@ def message_events(message_id: int):
     cursor = request.headers.get("Last-Event-ID", type=int)
     if cursor is None:
         cursor = request.args.get("cursor", default=0, type=int)
+    row = storage.get_message(app.engine, message_id, current_owner())
+    if row is None:
+        abort(404, "There is no such answer.")
     generation = app.registry.get(message_id)
     if generation is None:
-        row = storage.get_message(app.engine, message_id)
-        if row is None:
-            abort(404, "There is no such answer.")
         if row.status == storage.STREAMING:  # written by another worker: follow it through the database
             generation = app.registry.follow(message_id, row.content)
         else:
@@ -221,9 +235,11 @@ def _final_renderer(message_id: int):
                ("wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST", "SCRIPT_NAME")
                if key in request.environ}
     environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
+    token = session.get("csrf", "")
 
     def render(_generation) -> str:
         with app.request_context(environ):
+            session["csrf"] = token  # the forms in the fragment carry this page's token
             row = storage.get_message(app.extensions["trickle"].engine, message_id)
             return render_template("_message.html", m=answer_view(row)).strip() if row else ""
 
@@ -258,6 +274,8 @@ class _EndedMessage:
 @bp.post("/c/<int:conversation_id>/delete")
 def delete_conversation(conversation_id: int):
     app = trickle()
+    if storage.get_conversation(app.engine, conversation_id, current_owner()) is None:
+        abort(404, "This conversation does not exist (it may have been deleted).")
     for row in storage.list_messages(app.engine, conversation_id):
         if row.status == storage.STREAMING:
             app.registry.stop(row.id)

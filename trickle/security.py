@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from flask import Flask, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
+from markupsafe import Markup
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .errors import error_response
@@ -63,6 +64,8 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
     if settings.trust_proxy:  # Heroku, nginx…: scheme and client address from X-Forwarded-*
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["csrf_field"] = lambda: Markup(
+        f'<input type="hidden" name="csrf_token" value="{csrf_token()}">')
 
     @app.before_request
     def authenticate():
@@ -84,7 +87,8 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
         g.owner = session["owner"]
         if request.method not in SAFE_METHODS and not api:
             given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-            if not hmac.compare_digest(given, session.get("csrf", "")):
+            expected = session.get("csrf", "")
+            if not (given and expected and hmac.compare_digest(given, expected)):
                 return error_response(403, "This form has expired: reload the page and try again.")
         return None
 

@@ -49,6 +49,7 @@ class Settings:
     retry_max_wait: float
     fallback_models: tuple[str, ...]
     max_input_chars: int
+    max_content_length: int  # bytes of one request body
     max_tokens: int | None
     demo_delay: float  # seconds between the demo model's tokens
     app_name: str
@@ -236,6 +237,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_wait=_number(env, "UPSTREAM_RETRY_MAX_S", 20),
         fallback_models=_names(env, "FALLBACK_MODELS"),
         max_input_chars=_integer(env, "MAX_INPUT_CHARS", 20000, minimum=1),
+        max_content_length=_integer(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
         max_tokens=_integer(env, "MAX_TOKENS", None, minimum=1),
         demo_delay=_number(env, "DEMO_DELAY_MS", 25) / 1000,
         app_name=env.get("APP_NAME", "").strip() or "Trickle",

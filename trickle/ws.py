@@ -159,7 +159,7 @@ class ChatSocket:
         # A generation started by the message just before this one has been spawned but has
         # not run yet, and gevent would unschedule it on kill, so that it never finishes:
         # let it start first (spawned greenlets run in order, before this one resumes).
-        pass  # gevent.sleep(0)
+        gevent.sleep(0)
         generation.cancel("stopped", message)
 
     def stop(self, message: str) -> None:
