@@ -10,9 +10,9 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 
 from . import limits, storage
 from .errors import error_response
-from .security import current_owner
 from .pages import _start, _wait_for, answer_view, message_view, trickle
 from .registry import Draining
+from .security import current_owner
 
 bp = Blueprint("controls", __name__)
 

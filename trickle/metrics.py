@@ -9,9 +9,15 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, Response
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest)
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 ACTIVE_STREAMS = Gauge("trickle_active_streams", "Answers being written now", multiprocess_mode="livesum")
 STREAMS = Counter("trickle_streams_total", "Answers by how they ended", ["outcome"])

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 
 from . import limits, sse, storage
 from .errors import error_response
-from .security import current_owner
 from .listen import PageEvents, follow
 from .registry import Draining
 from .render import Splitter, render_markdown
+from .security import current_owner
 
 bp = Blueprint("pages", __name__)
 

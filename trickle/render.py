@@ -109,6 +109,6 @@ class Splitter:
         if len(starts) < 2:
             return []
         # All blocks but the last are finished: a later line can still extend the last one.
-        blocks = [str(render_markdown(self.tail[start:end])) for start, end in zip(starts, starts[1:])]
+        blocks = [str(render_markdown(self.tail[start:end])) for start, end in zip(starts, starts[1:], strict=False)]
         self.tail = self.tail[starts[-1]:]
         return blocks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import Flask, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
@@ -72,6 +73,9 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
         if request.endpoint in OPEN_ENDPOINTS:
             return None
         api = request.path.startswith("/api/") or request.path == "/ws"
+        origin = request.headers.get("Origin")
+        if request.path == "/ws" and origin and urlsplit(origin).netloc != request.host:
+            return error_response(403, "WebSocket connections are accepted from this site's own pages only.")
         if api and settings.api_tokens:
             if not _bearer_ok(settings.api_tokens):
                 return error_response(401, "Send a valid API token as 'Authorization: Bearer <token>'.")

@@ -1,0 +1,94 @@
+// Drives the Vercel AI SDK's own client code against a running Trickle; prints one JSON result.
+//
+//   node aisdk_chat.mjs chat   <api-url> '["first prompt", "second prompt"]'
+//     A `Chat` (the engine behind `useChat`, here with a plain state instead of React's)
+//     with `DefaultChatTransport({ api })` sends each prompt in turn, as a page would.
+//   node aisdk_chat.mjs stream <api-url> '"prompt"'
+//     `DefaultChatTransport.sendMessages` alone: the parsed, schema-validated chunks, and
+//     the message `readUIMessageStream` builds from them.
+import { AbstractChat, DefaultChatTransport, readUIMessageStream } from 'ai';
+
+class PlainChatState {
+  constructor() {
+    this.status = 'ready';
+    this.error = undefined;
+    this.messages = [];
+  }
+  pushMessage(message) {
+    this.messages = this.messages.concat(message);
+  }
+  popMessage() {
+    this.messages = this.messages.slice(0, -1);
+  }
+  replaceMessage(index, message) {
+    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
+  }
+  snapshot(thing) {
+    return structuredClone(thing);
+  }
+}
+
+class Chat extends AbstractChat {
+  constructor(init) {
+    super({ ...init, state: new PlainChatState() });
+  }
+}
+
+const textOf = message =>
+  message.parts.filter(part => part.type === 'text').map(part => part.text).join('');
+
+async function chat(api, prompts) {
+  const errors = [];
+  const finished = [];
+  const chat = new Chat({
+    transport: new DefaultChatTransport({ api }),
+    onError: error => errors.push(String(error?.message ?? error)),
+    onFinish: ({ message }) => finished.push(message.id),
+  });
+  const turns = [];
+  for (const prompt of prompts) {
+    await chat.sendMessage({ text: prompt });
+    turns.push({ status: chat.status, error: chat.error ? String(chat.error.message) : null });
+  }
+  return {
+    turns,
+    errors,
+    finished,
+    messages: chat.messages.map(m => ({ id: m.id, role: m.role, text: textOf(m), parts: m.parts })),
+  };
+}
+
+async function stream(api, prompt) {
+  const transport = new DefaultChatTransport({ api });
+  const chunks = await transport.sendMessages({
+    chatId: 'chat-1',
+    messages: [{ id: 'user-1', role: 'user', parts: [{ type: 'text', text: prompt }] }],
+    trigger: 'submit-message',
+    messageId: undefined,
+    abortSignal: undefined,
+  });
+  const seen = [];
+  const recorded = chunks.pipeThrough(
+    new TransformStream({
+      transform(chunk, controller) {
+        seen.push(chunk);
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+  const errors = [];
+  let last;
+  for await (const message of readUIMessageStream({ stream: recorded, onError: e => errors.push(String(e)) })) {
+    last = message;
+  }
+  return { chunks: seen, errors, message: last ? { id: last.id, text: textOf(last), parts: last.parts } : null };
+}
+
+const [mode, api, arg] = process.argv.slice(2);
+const run = { chat, stream }[mode];
+if (!run || !api || arg === undefined) {
+  console.error('usage: node aisdk_chat.mjs chat|stream <api-url> <json>');
+  process.exit(2);
+}
+const result = await run(api, JSON.parse(arg));
+process.stdout.write(JSON.stringify(result) + '\n');

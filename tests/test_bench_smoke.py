@@ -1,0 +1,37 @@
+"""The benchmark must keep working: `python -m bench --smoke` end to end, every target, exact text.
+
+No timing is asserted (machines differ); only that every stream of every row
+relayed the exact reply, and that the table was printed. The Express baseline
+is part of it: if `npm ci` cannot install it (offline), this test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke(tmp_path):
+    results = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(results)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    assert "TTFT p50/p99 ms" in done.stdout and "µs/tok" in done.stdout, output[-6000:]
+    assert "Streams not exact: 0" in done.stdout, output[-6000:]
+    payload = json.loads(results.read_text())
+    rows = payload["rows"]
+    targets = {row["target"] for row in rows}
+    assert targets == {"upstream", "express", "trickle-1w-api", "trickle-1w-page", "trickle-2w-api",
+                       "trickle-2w-page"}, targets
+    for row in rows:
+        assert not row.get("skipped"), row
+        assert row["exact"] == row["n"] == row["streams"], (row["label"], row["errors"])
+        assert row["tokens_relayed"] >= row["n"] * payload["info"]["tokens"], row
+        assert row["server_cpu_s"] is not None and row["client_cpu_s"] is not None
+    assert payload["info"]["page_weight"]["gzip"] > 0
+    assert payload["info"]["cold_start"]["median_s"] > 0
