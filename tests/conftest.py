@@ -146,8 +146,9 @@ def make_server(upstream):
     servers: list[AppServer] = []
 
     def start(workers: int = 1, provider: str = "upstream", **env: str) -> AppServer:
+        # "demo" is named explicitly: with the local model's packages installed, nothing configured means local.
         base = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key",
-                "CHAT_MODEL": "fake-model"} if provider == "upstream" else {}
+                "CHAT_MODEL": "fake-model"} if provider == "upstream" else {"CHAT_PROVIDER": provider}
         server = AppServer({**base, **{k: str(v) for k, v in env.items()}}, workers=workers)
         servers.append(server)
         return server.start()

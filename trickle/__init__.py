@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -83,9 +84,12 @@ def create_app(env: dict | None = None) -> Flask:
     engine = storage.make_engine(database_url)
     storage.init_db(engine)
 
+    provider = make_provider(settings)
+    if not settings.chat_model_set:  # a probed Ollama or the local model brings its own default
+        settings = dataclasses.replace(settings, chat_model=provider.default_model)
     registry = Registry(engine, settings)
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
-    app.extensions["trickle"] = Trickle(settings, engine, make_provider(settings), registry)
+    app.extensions["trickle"] = Trickle(settings, engine, provider, registry)
 
     from . import api, controls, errors, limits, metrics, pages, security, ws
 

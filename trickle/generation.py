@@ -191,10 +191,13 @@ class Generation:
                 try:
                     with closing(self.provider.stream(self.messages, model)) as deltas:
                         for delta in deltas:
-                            if isinstance(delta, Usage):
-                                self.usage = delta
-                            else:
+                            if isinstance(delta, str):
                                 self._append(delta)
+                            elif isinstance(delta, Usage):
+                                self.usage = delta
+                            else:  # a Notice: waiting for something, shown in the bubble
+                                self.waiting = delta.text is not None
+                                self._set_notice(delta.text)
                     self.model = model
                     return
                 except ProviderError as err:

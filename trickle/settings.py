@@ -32,6 +32,7 @@ class Endpoint:
 class Settings:
     endpoint: Endpoint | None  # None: the built-in demo model answers
     chat_model: str
+    chat_model_set: bool  # CHAT_MODEL was given (else the provider's default applies)
     chat_models: tuple[str, ...]
     database_url: str | None  # None: a SQLite file in the instance folder
     secret_key: str | None
@@ -72,6 +73,11 @@ class Settings:
     daily_token_budget: int | None  # the whole instance, per UTC day
     owner_daily_token_budget: int | None
     model_prices: tuple[tuple[str, float, float], ...]  # (model, USD per 1M input, per 1M output)
+    forced_provider: str | None  # CHAT_PROVIDER when it names ollama, local or demo
+    local_model_path: str | None  # a .gguf file; None: the bundled SmolLM2
+    local_max_concurrent: int
+    local_threads: int
+    temperature: float
 
     @property
     def provider_label(self) -> str:
@@ -135,8 +141,8 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
     """Pick the provider: an explicit CHAT_PROVIDER, else the first one configured, else the demo."""
     choice = env.get("CHAT_PROVIDER", "").strip().lower()
-    if choice not in ("", "openai", "openrouter", "ollama", "demo"):
-        raise SettingsError(f"CHAT_PROVIDER must be one of openai, openrouter, ollama, demo; got {choice!r}")
+    if choice not in ("", "openai", "openrouter", "ollama", "local", "demo"):
+        raise SettingsError(f"CHAT_PROVIDER must be one of openai, openrouter, ollama, local, demo; got {choice!r}")
     openai_key = env.get("OPENAI_API_KEY", "").strip()
     openai_base = _url(env, "OPENAI_BASE_URL")
     openrouter_key = env.get("OPENROUTER_API_KEY", "").strip()
@@ -168,6 +174,15 @@ def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
 
 
 DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "openrouter": "openai/gpt-5.4-mini", "ollama": "llama3.2"}
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not os.path.isfile(raw):
+        raise SettingsError(f"{name} must be an existing file, got {raw!r}")
+    return os.path.abspath(raw)
 
 
 def _folder(env: Mapping[str, str], name: str) -> str | None:
@@ -220,6 +235,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         endpoint=endpoint,
         chat_model=chat_model,
+        chat_model_set=bool(env.get("CHAT_MODEL", "").strip()),
         chat_models=chat_models,
         database_url=env.get("DATABASE_URL", "").strip() or None,
         secret_key=env.get("SECRET_KEY", "").strip() or None,
@@ -260,4 +276,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         daily_token_budget=_integer(env, "DAILY_TOKEN_BUDGET", None, minimum=1),
         owner_daily_token_budget=_integer(env, "OWNER_DAILY_TOKEN_BUDGET", None, minimum=1),
         model_prices=_prices(env),
+        forced_provider=env.get("CHAT_PROVIDER", "").strip().lower() or None,
+        local_model_path=_file(env, "LOCAL_MODEL_PATH"),
+        local_max_concurrent=_integer(env, "LOCAL_MAX_CONCURRENT", 1, minimum=1),
+        local_threads=_integer(env, "LOCAL_THREADS", min(os.cpu_count() or 2, 4), minimum=1),
+        temperature=_number(env, "TEMPERATURE", 0.7),
     )
