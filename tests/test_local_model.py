@@ -2,6 +2,7 @@
 a real answer, offline, that never blocks the event loop. Needs requirements-local.txt (CI installs it)."""
 
 import importlib.util
+import json
 import time
 
 import pytest
@@ -19,10 +20,16 @@ def local_packages():
 
 @pytest.fixture(scope="module")
 def local_server():
-    server = AppServer({"CHAT_PROVIDER": "local", "MAX_TOKENS": "160", "LOCAL_MAX_CONCURRENT": "1",
-                        "TEMPERATURE": "0"}).start()
+    server = AppServer({"CHAT_PROVIDER": "local", "MAX_TOKENS": "400", "LOCAL_MAX_CONCURRENT": "1",
+                        "TEMPERATURE": "0", "DEMO_DELAY_MS": "2"}).start()
     yield server
     server.stop()
+
+
+def stop(server, answer_id: int) -> None:
+    response = owner_client(server).post(server.url(f"/messages/{answer_id}/stop"),
+                                         headers={"HX-Request": "true"}, timeout=10)
+    assert response.status_code == 204
 
 
 def pieces(listener) -> int:
@@ -57,9 +64,7 @@ def test_stop_interrupts_the_local_model_between_tokens(local_server):
     sent = send(local_server, "Write a long story about a lighthouse keeper and the sea.")
     listener = Listener(local_server, sent.answer_id)
     assert listener.until(lambda e: pieces(listener) >= 3, timeout=120)
-    response = owner_client(local_server).post(local_server.url(f"/messages/{sent.answer_id}/stop"),
-                                               headers={"HX-Request": "true"}, timeout=10)
-    assert response.status_code == 204
+    stop(local_server, sent.answer_id)
     done = listener.until_done(timeout=60)
     assert done is not None and final(sent.answer_id, done.data).status == "stopped"
     row = message(local_server, sent.answer_id)
@@ -81,10 +86,12 @@ def test_other_requests_stay_fast_while_the_model_generates(local_server):
     # …and streams from the demo model, served by the same worker
     demo = visitor.post(local_server.url("/api/chat"), stream=True, timeout=30,
                         json={"messages": [{"role": "user", "content": "hi"}], "model": "demo"})
-    demo_text = "".join(line for line in demo.iter_lines(decode_unicode=True) if line.startswith("data: {"))
-    assert "demo model" in demo_text
+    demo_text = "".join(json.loads(line[6:]).get("content", "") for line in demo.iter_lines(decode_unicode=True)
+                        if line.startswith("data: {"))
+    assert "**demo model**" in demo_text
     # both finished while the local answer was still being written: the loop was never blocked
     assert message(local_server, sent.answer_id).status == "streaming", f"page took {page_seconds:.2f} s"
+    stop(local_server, sent.answer_id)
     assert listener.until_done(timeout=120) is not None
 
 
@@ -97,6 +104,7 @@ def test_a_second_question_waits_visibly_for_the_local_model(local_server):
     second_listener = Listener(local_server, second.answer_id, session=other)
     assert second_listener.until(lambda e: any("Waiting for the local model" in s for s in second_listener.statuses),
                                  timeout=60)
-    assert first_listener.until_done(timeout=180) is not None
+    stop(local_server, first.answer_id)  # the slot goes to the waiting question
+    assert first_listener.until_done(timeout=60) is not None
     assert second_listener.until_done(timeout=180) is not None
     assert message(local_server, second.answer_id).status == "done"

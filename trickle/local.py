@@ -94,6 +94,7 @@ class LocalModel:
         watcher.start(ready.set)
 
         def produce():
+            chunks = None
             try:
                 chunks = llama.create_chat_completion(messages=messages, stream=True,
                                                       max_tokens=self.max_tokens, temperature=self.temperature)
@@ -107,10 +108,13 @@ class LocalModel:
             except Exception as err:  # handed to the greenlet, raised there
                 pending.append(err)
             finally:
+                if chunks is not None:
+                    chunks.close()  # llama.cpp's own cleanup, in this thread, before the slot is freed
                 pending.append(None)
-                watcher.send()
+                if not stop.is_set():
+                    watcher.send()
 
-        hub.threadpool.spawn(produce)
+        thread = hub.threadpool.spawn(produce)
         produced = []
         try:
             while True:
@@ -128,5 +132,9 @@ class LocalModel:
                     yield item
         finally:
             stop.set()  # Stop, a deadline or a closed page: the thread ends after its current token
+            try:
+                thread.get(timeout=60)  # the model is not thread-safe: free the slot once it is idle
+            except BaseException:  # a second Stop, or the thread's own error: nothing more to do
+                pass
             watcher.stop()
             watcher.close()
