@@ -95,6 +95,16 @@ def test_use_chat_engine_streams_every_answer_and_sends_the_history(ai_sdk, shar
         {"role": "user", "content": "And again?"}]
 
 
+def test_use_chat_stop_closes_the_upstream(ai_sdk, shared_server, upstream):
+    upstream.push(Script(text="word " * 400, delay=0.02))
+    result = ai_sdk("stop", shared_server.url("/api/chat"), "go")
+    assert result["seen"].startswith("word")
+    assert result["status"] == "ready"
+    assert upstream.wait_for(lambda: upstream.streams and upstream.streams[-1].ended.is_set(), timeout=10)
+    assert upstream.streams[-1].client_closed_early
+    assert upstream.streams[-1].tokens_sent < 400
+
+
 def test_transport_chunks_pass_the_sdk_schema_in_order(ai_sdk, shared_server, upstream):
     upstream.push(Script(text="one two three four five six", delay=0.01))
     result = ai_sdk("stream", shared_server.url("/api/chat"), "count")

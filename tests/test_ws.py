@@ -143,6 +143,7 @@ def test_bad_input_is_an_error_message_and_the_socket_stays_open(ws, upstream, s
         json.dumps({"messages": [{"role": "user", "content": 5}]}),
         json.dumps({"messages": HI, "model": 7}),
         json.dumps({"type": "launch"}),
+        '{"messages": [{"role": "user", "content": "half a pair: \\ud800"}]}',  # no text holds a lone surrogate
         json.dumps({"messages": [{"role": "user", "content": "x" * (20000 * 4 + 1)}]}),  # the MAX_INPUT_CHARS limit
     ]
     for case in cases:
@@ -344,3 +345,24 @@ def test_a_browser_websocket_streams_and_cancels(page, shared_server, upstream):
     assert result["second"]["end"]["reason"] == "cancelled"
     assert upstream.wait_for(lambda: len(upstream.streams) == 2 and upstream.streams[1].ended.is_set(), timeout=10)
     assert upstream.streams[1].client_closed_early and upstream.streams[1].tokens_sent < 400
+
+
+def test_the_owner_limits_apply_to_the_socket_and_the_api_alike(make_server, upstream):
+    server = make_server(DAILY_TOKEN_BUDGET="1")
+    client = connect(server)
+    try:
+        send(client, {"messages": HI})
+        text, events = read_answer(client)
+        assert events[-1]["type"] == "done"  # its tokens are now counted against the budget
+        send(client, {"messages": HI})
+        refused = receive(client)
+        assert refused["type"] == "error" and "DAILY_TOKEN_BUDGET" in refused["message"]
+        send(client, {"type": "ping"})
+        assert receive(client) == {"type": "pong"}  # still open
+    finally:
+        client.close()
+    for body in ({"messages": HI}, {"messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}):
+        response = requests.post(server.url("/api/chat"), json=body, timeout=10)
+        assert response.status_code == 429
+        assert "DAILY_TOKEN_BUDGET" in response.json()["error"]
+    assert len(upstream.requests) == 1

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
-from . import aisdk, sse
+from . import aisdk, limits, sse
 from .errors import error_response
 from .listen import ApiEvents, follow
 from .registry import Draining
@@ -32,6 +32,15 @@ class BadRequest(Exception):
         self.message = message
 
 
+def _is_text(value: str) -> bool:
+    """Whether a string can be sent on as UTF-8: JSON can spell lone surrogates ("\\ud800"); no text holds one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _messages(body) -> list[dict] | str:
     """The validated message list, or a sentence saying what is wrong with it."""
     if not isinstance(body, dict):
@@ -48,6 +57,8 @@ def _messages(body) -> list[dict] | str:
             return f"messages[{position}].role must be one of {', '.join(ROLES)}."
         if not isinstance(content, str):
             return f"messages[{position}].content must be a string."
+        if not _is_text(content):
+            return f"messages[{position}].content is not valid Unicode text (it holds a lone surrogate)."
         clean.append({"role": role, "content": content})
     return clean
 
@@ -61,23 +72,45 @@ def chat_request(body, settings) -> tuple[list[dict], str]:
     if isinstance(messages, str):
         raise BadRequest(400, messages)
     model = body.get("model") or settings.chat_model
-    if not isinstance(model, str):
+    if not isinstance(model, str) or not _is_text(model):
         raise BadRequest(400, '"model" must be a string.')
     if sum(len(m["content"]) for m in messages) > settings.max_input_chars * 4:
         raise BadRequest(413, "The conversation is too long for this server's MAX_INPUT_CHARS.")
     return messages, model
 
 
+def _json_body():
+    """The parsed JSON body, or None; a chunked body over MAX_CONTENT_LENGTH is a 413, not cut short.
+
+    With a Content-Length, Werkzeug refuses an oversize body up front; a chunked one it
+    quietly stops reading at the limit, which would look like broken JSON (a 400).
+    """
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        request.stream.read(1)  # past the limit: Werkzeug raises RequestEntityTooLarge here
+    return request.get_json(silent=True)
+
+
 def start_generation(app, messages: list[dict], model: str):
-    """A stateless generation for one protocol listener; raises `Draining` while shutting down."""
-    return app.registry.start(uuid.uuid4().hex, app.provider, messages, model, stored=False)
+    """A stateless generation for one protocol listener, counted against its owner's limits.
+
+    Raises `BadRequest` (429) when a limit refuses it, `Draining` while shutting down.
+    """
+    owner = g.get("owner")
+    if owner is not None:
+        refused = limits.refusal(app.engine, app.settings, app.registry, owner)
+        if refused:
+            raise BadRequest(429, refused)
+    return app.registry.start(uuid.uuid4().hex, app.provider, messages, model, stored=False, owner=owner)
 
 
 @bp.post("/chat")
+@limits.per_owner
 def chat():
     """Stream one answer for the given messages; nothing is stored."""
     app = current_app.extensions["trickle"]
-    body = request.get_json(silent=True)
+    body = _json_body()
     protocol = request.args.get("protocol", "")
     if protocol not in ("", "json", "ai-sdk"):
         return error_response(400, 'protocol must be "json" or "ai-sdk".')
@@ -88,10 +121,9 @@ def chat():
             if isinstance(body, str):
                 raise BadRequest(400, body)
         messages, model = chat_request(body, app.settings)
+        generation = start_generation(app, messages, model)
     except BadRequest as err:
         return error_response(err.status, err.message)
-    try:
-        generation = start_generation(app, messages, model)
     except Draining as err:
         return error_response(503, str(err))
     encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents()

@@ -82,6 +82,8 @@ class Generation:
         self._urgent_mark = 0
         self._greenlet: gevent.Greenlet | None = None
         self._ending = False  # set once the outcome is decided; cancel() is then a no-op
+        self._running = False
+        self._cancel_first: Interrupt | None = None  # a cancel that came before the greenlet ran
 
     # -- the log -------------------------------------------------------------
     @property
@@ -133,7 +135,9 @@ class Generation:
 
     def cancel(self, outcome: str = "stopped", message: str | None = None) -> None:
         """End the generation now, keeping the text so far. Safe to call from any greenlet."""
-        if self._greenlet is not None and not self._ending and not self._greenlet.dead:
+        if not self._running:  # gevent would drop a greenlet killed before it ran: it would never finish
+            self._cancel_first = self._cancel_first or Interrupt(outcome, message)
+        elif not self._ending and not self._greenlet.dead:
             self._greenlet.kill(Interrupt(outcome, message), block=False)
 
     def attach(self) -> None:
@@ -169,8 +173,11 @@ class Generation:
             self.cancel("failed", f"{self.provider.label} stalled: nothing new for {idle_timeout:g} s.")
 
     def _run(self) -> None:
+        self._running = True
         outcome, error = "done", None
         try:
+            if self._cancel_first is not None:
+                raise self._cancel_first
             self._produce()
         except Interrupt as interrupt:
             outcome, error = interrupt.outcome, interrupt.message

@@ -11,10 +11,29 @@ import json
 import time
 from collections.abc import Callable, Iterator
 
+from gevent import get_hub
+from gevent.hub import Waiter
 from markupsafe import escape
 
 from . import sse
 from .render import Splitter
+
+
+def _wait(event, seconds: float) -> None:
+    """`event.wait(seconds)` without a Timeout exception thrown into this greenlet when it expires
+    (the usual outcome here: every flush interval of every stream)."""
+    if event.is_set():
+        return
+    hub = get_hub()
+    waiter = Waiter(hub)
+    timer = hub.loop.timer(seconds)
+    timer.start(waiter.switch, None)
+    event.rawlink(waiter.switch)
+    try:
+        waiter.get()
+    finally:
+        timer.close()
+        event.unlink(waiter.switch)
 
 
 def follow(generation, cursor: int, encoder, *, flush_interval: float, ping_interval: float) -> Iterator[bytes]:
@@ -65,7 +84,7 @@ def follow(generation, cursor: int, encoder, *, flush_interval: float, ping_inte
             if out:
                 yield "".join(out).encode()
                 last_write = time.monotonic()
-                generation.wakeup.wait(flush_interval)  # batch: only a burst or the end cuts this short
+                _wait(generation.wakeup, flush_interval)  # batch: only a burst or the end cuts this short
                 continue
             quiet = time.monotonic() - last_write
             if quiet >= ping_interval:

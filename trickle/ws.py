@@ -4,8 +4,11 @@ The client sends `{"messages": […], "model": optional}`; the server answers
 with `{"type": "token", "content": …}` events and one `{"type": "done",
 "usage": {…}}`. `{"type": "cancel"}` stops the running answer (upstream
 closed), answered by `{"type": "done", "reason": "cancelled", …}`. Problems are
-`{"type": "error", "message": …}` and never close the socket. Several answers
-may follow one another on one socket; closing it stops the running one.
+`{"type": "error", "message": …}` and leave the socket open: a bad message, or a
+failed answer (its error then takes the place of its done). Several answers may
+follow one another on one socket; closing it stops the running one. The server
+closes it only for a message over the POST body limit (1009) or a restart, once
+the running answer has ended (1001).
 
 Two greenlets per socket: this handler reads the client's messages, while a
 forwarder follows the generation with `follow()` and the `SocketEvents`
@@ -156,10 +159,6 @@ class ChatSocket:
         generation = self.current
         if generation is None:
             return  # nothing running: the answer already ended, nothing to do
-        # A generation started by the message just before this one has been spawned but has
-        # not run yet, and gevent would unschedule it on kill, so that it never finishes:
-        # let it start first (spawned greenlets run in order, before this one resumes).
-        gevent.sleep(0)
         generation.cancel("stopped", message)
 
     def stop(self, message: str) -> None:

@@ -3,6 +3,8 @@
 //   node aisdk_chat.mjs chat   <api-url> '["first prompt", "second prompt"]'
 //     A `Chat` (the engine behind `useChat`, here with a plain state instead of React's)
 //     with `DefaultChatTransport({ api })` sends each prompt in turn, as a page would.
+//   node aisdk_chat.mjs stop   <api-url> '"prompt"'
+//     The same `Chat`, stopped (its `stop()`, useChat's stop button) once some text has arrived.
 //   node aisdk_chat.mjs stream <api-url> '"prompt"'
 //     `DefaultChatTransport.sendMessages` alone: the parsed, schema-validated chunks, and
 //     the message `readUIMessageStream` builds from them.
@@ -58,6 +60,17 @@ async function chat(api, prompts) {
   };
 }
 
+async function stop(api, prompt) {
+  const chat = new Chat({ transport: new DefaultChatTransport({ api }) });
+  const sent = chat.sendMessage({ text: prompt });
+  const answer = () => (chat.messages.length > 1 ? textOf(chat.messages[chat.messages.length - 1]) : '');
+  for (let i = 0; i < 3000 && !answer(); i++) await new Promise(resolve => setTimeout(resolve, 10));
+  const seen = answer();
+  await chat.stop();
+  await sent;
+  return { seen, status: chat.status, text: answer() };
+}
+
 async function stream(api, prompt) {
   const transport = new DefaultChatTransport({ api });
   const chunks = await transport.sendMessages({
@@ -85,9 +98,9 @@ async function stream(api, prompt) {
 }
 
 const [mode, api, arg] = process.argv.slice(2);
-const run = { chat, stream }[mode];
+const run = { chat, stop, stream }[mode];
 if (!run || !api || arg === undefined) {
-  console.error('usage: node aisdk_chat.mjs chat|stream <api-url> <json>');
+  console.error('usage: node aisdk_chat.mjs chat|stop|stream <api-url> <json>');
   process.exit(2);
 }
 const result = await run(api, JSON.parse(arg));
