@@ -94,7 +94,7 @@ def edit(message_id: int):
     question = _message_or_404(message_id, "user")
     if not question.active:
         abort(409, "This message was already replaced.")
-    content = (request.form.get("content") or "").strip()
+    content = (request.form.get("content") or "").replace("\x00", "").strip()
     if not content:
         return error_response(400, "Type a message first.")
     if len(content) > app.settings.max_input_chars:

@@ -21,6 +21,12 @@ def error_response(status: int, message: str):
 
 
 def init_app(app: Flask) -> None:
+    from flask_limiter.errors import RateLimitExceeded
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many(err: RateLimitExceeded):
+        return error_response(429, f"Too many requests: the limit is {err.description}. Wait a moment and try again.")
+
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
         return error_response(err.code or 500, err.description or err.name)

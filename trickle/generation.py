@@ -110,6 +110,10 @@ class Generation:
         wakeup.set()
 
     def _append(self, delta: str) -> None:
+        if "\x00" in delta:  # PostgreSQL cannot store it: the answer would never be saved
+            delta = delta.replace("\x00", "")
+            if not delta:
+                return
         # The hot path: no allocation beyond the list slot, and a wake-up only when
         # someone waits idle or enough text piled up; otherwise listeners pick it
         # up at their next flush.

@@ -95,13 +95,18 @@ def _title(content: str) -> str:
 def send_message():
     """Store the question and an empty answer, start the generation, return both bubbles."""
     app = trickle()
-    content = (request.form.get("content") or "").strip()
+    content = (request.form.get("content") or "").replace("\x00", "").strip()
     if not content:
         return error_response(400, "Type a message first.")
     if len(content) > app.settings.max_input_chars:
         return error_response(413, f"Your message is {len(content):,} characters long; "
                                    f"the limit is {app.settings.max_input_chars:,}.")
-    conversation_id = request.form.get("conversation_id", type=int)
+    raw_id = (request.form.get("conversation_id") or "").strip()
+    if raw_id and not (raw_id.isascii() and raw_id.isdigit()):
+        return error_response(400, "conversation_id must be a number.")
+    conversation_id = int(raw_id) if raw_id else None
+    if conversation_id is not None and conversation_id > 2**63 - 1:
+        return error_response(404, "This conversation no longer exists.")
     chosen = "" if conversation_id else request.form.get("model", "").strip()  # the new-chat picker
     if chosen and chosen not in app.models():
         return error_response(400, f"Unknown model {chosen!r}.")

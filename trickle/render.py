@@ -28,8 +28,8 @@ _ATTRIBUTES = {
     "a": {"href", "title"},
     "img": {"src", "alt", "title"},
     "ol": {"start"},
-    "th": {"style"},
-    "td": {"style"},
+    "th": {"class"},
+    "td": {"class"},
     "span": {"class"},
     "div": {"class"},
     "code": {"class"},
@@ -59,12 +59,23 @@ def _markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
     md.add_render_rule("fence", _fence)
     md.add_render_rule("code_block", _fence)
+    for cell in ("th_open", "td_open"):
+        md.add_render_rule(cell, _aligned_cell)
     return md
+
+
+def _aligned_cell(self, tokens, idx, options, env) -> str:
+    """Table alignment as a class (align-left…): the CSP blocks style= attributes."""
+    token = tokens[idx]
+    style = token.attrs.pop("style", "") or ""
+    if style.startswith("text-align:"):
+        token.attrSet("class", "align-" + style.split(":", 1)[1])
+    return self.renderToken(tokens, idx, options, env)
 
 
 def sanitize(html: str) -> str:
     return nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, link_rel="noopener noreferrer",
-                     url_schemes={"http", "https", "mailto"}, filter_style_properties={"text-align"})
+                     url_schemes={"http", "https", "mailto"})
 
 
 def render_markdown(text: str) -> Markup:

@@ -58,6 +58,17 @@ def _bearer_ok(tokens: tuple[str, ...]) -> bool:
     return bool(given) and sum(hmac.compare_digest(given, token) for token in tokens) > 0
 
 
+def _local_path(target: str) -> str:
+    """`target` if it is a path on this site, else "/". Browsers drop tabs and newlines from a URL and
+    read a backslash as a slash, so `/<tab>/evil.example` or `/\\evil.example` would leave the site."""
+    if not target.startswith("/") or not target.isprintable() or "\\" in target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return "/"
+    return target
+
+
 def init_app(app: Flask, settings: Settings, limiter) -> None:
     app.session_interface = _SessionInterface()
     app.config.update(SESSION_COOKIE_NAME="trickle_session", SESSION_COOKIE_HTTPONLY=True,
@@ -122,7 +133,7 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
                 session["authenticated"] = True
                 session.permanent = True
                 target = request.args.get("next", "")
-                return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+                return redirect(_local_path(target))
             error = "That password is not right."
         return render_template("login.html", error=error), 401 if error else 200
 
