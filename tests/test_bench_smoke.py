@@ -8,6 +8,7 @@ is part of it: if `npm ci` cannot install it (offline), this test fails.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,14 @@ def test_bench_smoke(tmp_path):
         assert row["server_cpu_s"] is not None and row["client_cpu_s"] is not None
     assert payload["info"]["page_weight"]["gzip"] > 0
     assert payload["info"]["cold_start"]["median_s"] > 0
+
+
+def test_live_markdown_bench_prints_the_byte_ratio_and_longest_task():
+    """`python -m bench.markdown` on a short answer, so that it never rots (no timing is asserted)."""
+    result = subprocess.run([sys.executable, "-m", "bench.markdown", "--tokens", "400", "--delay-ms", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ratio = re.search(r"SSE bytes [\d,]+ / rendered HTML [\d,]+ bytes = ([\d.]+)x", result.stdout)
+    assert ratio, result.stdout
+    assert float(ratio.group(1)) > 0
+    assert "longest main-thread task while streaming in Chromium" in result.stdout
