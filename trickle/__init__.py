@@ -81,17 +81,25 @@ def create_app(env: dict | None = None) -> Flask:
     if database_url is None:
         os.makedirs(app.instance_path, exist_ok=True)
         database_url = "sqlite:///" + os.path.join(app.instance_path, "trickle.db")
-    engine = storage.make_engine(database_url)
-    storage.init_db(engine)
+    engine = storage.make_engine(database_url, env)
+    storage.migrate(engine)  # idempotent and locked: a no-op once `init-db` (the release phase) ran them
 
     provider = make_provider(settings)
     if not settings.chat_model_set:  # a probed Ollama or the local model brings its own default
         settings = dataclasses.replace(settings, chat_model=provider.default_model)
-    registry = Registry(engine, settings)
+    bus = None
+    if settings.redis_url:  # several instances: live answers and Stop travel through Redis
+        from . import live
+
+        prefix = live.namespace(engine.url, (os.environ if env is None else env).get("REDIS_KEY_PREFIX"))
+        bus = live.Bus(settings.redis_url, prefix)
+    registry = Registry(engine, settings, bus)
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
     app.extensions["trickle"] = Trickle(settings, engine, provider, registry)
 
-    from . import api, controls, errors, limits, metrics, pages, security, ws
+    from . import api, controls, errors, limits, metrics, pages, security, validation, ws
+
+    validation.init_app(app)
 
     limits.init_app(app, settings)
     security.init_app(app, settings, limits.limiter)
@@ -104,8 +112,9 @@ def create_app(env: dict | None = None) -> Flask:
 
     @app.cli.command("init-db")
     def init_db_command():
-        """Create the tables (idempotent; the app also does it at start)."""
-        storage.init_db(engine)
-        click.echo(f"Database ready: {engine.url.render_as_string(hide_password=True)}")
+        """Apply the database migrations (idempotent; the app also does it at start)."""
+        storage.migrate(engine)
+        click.echo(f"Database ready: {engine.url.render_as_string(hide_password=True)} "
+                   f"(schema {storage.current_revision(engine)})")
 
     return app

@@ -1,0 +1,276 @@
+"""The storage functions, and the migrations that build their tables, on SQLite and on PostgreSQL.
+
+Every test runs twice: on a SQLite file (the embedded default) and on a real PostgreSQL started by
+`scripts/services` (a fresh database per test), through the same `storage` functions the app uses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import ROOT
+from tests.services import Services, shared
+from trickle import storage
+from trickle.settings import SettingsError
+
+
+@pytest.fixture(scope="session")
+def services() -> Services:
+    """PostgreSQL and Redis, started once for the whole run (see tests/services.py)."""
+    return shared()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/trickle.db"
+    return request.getfixturevalue("services").new_database()
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = storage.make_engine(database_url)
+    storage.migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def schema_differences(engine) -> list:
+    """What Alembic's autogenerate would change to make the database equal `storage.metadata`."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as db:
+        return compare_metadata(MigrationContext.configure(db), storage.metadata)
+
+
+# -- engines and migrations ---------------------------------------------------------------------------
+
+
+def test_postgres_urls_run_on_psycopg_3_with_a_pool_sized_by_the_environment(services):
+    url = services.database_url
+    for spelling in (url.replace("postgresql://", "postgres://"), url):
+        engine = storage.make_engine(spelling, {"DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2", "DB_POOL_TIMEOUT": "4"})
+        assert engine.dialect.driver == "psycopg"
+        assert (engine.pool.size(), engine.pool._max_overflow, engine.pool._timeout) == (3, 2, 4)
+        assert engine.pool._pre_ping
+        storage.ping(engine)
+        engine.dispose()
+    default = storage.make_engine(url, {})
+    assert (default.pool.size(), default.pool._max_overflow) == (5, 10)
+    default.dispose()
+    with pytest.raises(SettingsError, match="DB_POOL_SIZE"):
+        storage.make_engine(url, {"DB_POOL_SIZE": "many"})
+    with pytest.raises(SettingsError, match="DB_MAX_OVERFLOW"):
+        storage.make_engine(url, {"DB_MAX_OVERFLOW": "-1"})
+
+
+def test_schema_revision_names_the_newest_migration():
+    assert storage.SCHEMA_REVISION == storage.head_revision()
+
+
+def test_migrations_build_exactly_the_tables_of_storage_and_are_idempotent(engine):
+    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+    assert schema_differences(engine) == []
+    conversation = storage.create_conversation(engine, "kept", owner="o")
+
+    assert storage.migrate(engine) is False  # applied twice: nothing to do
+    from alembic import command  # even forcing Alembic through it again changes nothing
+
+    with engine.begin() as db:
+        command.upgrade(storage._alembic_config(db), "head")
+    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+    assert storage.get_conversation(engine, conversation).title == "kept"
+    with engine.connect() as db:
+        assert db.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    indexes = {index["name"] for index in sa.inspect(engine).get_indexes("messages")}
+    assert "ix_messages_conversation_id" in indexes
+
+
+def test_init_db_command_migrates_and_is_idempotent(database_url):
+    env = {"PATH": f"{ROOT}/.venv/bin:/usr/bin:/bin", "DATABASE_URL": database_url.replace("postgresql://", "postgres://")}
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "init-db"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert f"(schema {storage.SCHEMA_REVISION})" in result.stdout
+    engine = storage.make_engine(database_url)
+    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+    engine.dispose()
+
+
+MIGRATE = """
+import sys
+from trickle import storage
+engine = storage.make_engine(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # all of them at once
+print(storage.migrate(engine))
+"""
+
+
+def test_workers_starting_at_once_migrate_once_and_all_start(database_url):
+    processes = [subprocess.Popen([sys.executable, "-c", MIGRATE, database_url], cwd=ROOT, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    for process in processes:
+        assert process.stdout.readline().strip() == "ready", process.stderr.read()
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err for _, err in outputs]
+    ran = [out.strip() for out, _ in outputs]
+    assert sorted(ran) == ["False"] * 5 + ["True"], ran  # one migrated, the others found it done
+    engine = storage.make_engine(database_url)
+    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+    assert schema_differences(engine) == []
+    with engine.connect() as db:
+        assert db.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    engine.dispose()
+
+
+def test_a_database_made_before_migrations_is_adopted_with_its_rows(database_url):
+    """The old `create_all`, by an older version without some columns: migrating keeps the rows and
+    adds what is missing."""
+    old = sa.MetaData()
+    sa.Table("conversations", old, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("title", sa.String(200), nullable=False), sa.Column("model", sa.String(200)),
+             sa.Column("created_at", sa.Float, nullable=False), sa.Column("updated_at", sa.Float, nullable=False))
+    sa.Table("messages", old, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+                       nullable=False, index=True),
+             sa.Column("role", sa.String(16), nullable=False), sa.Column("content", sa.Text, nullable=False),
+             sa.Column("status", sa.String(16), nullable=False), sa.Column("error", sa.Text),
+             sa.Column("created_at", sa.Float, nullable=False), sa.Column("heartbeat_at", sa.Float),
+             sa.Column("stop_requested", sa.Boolean, nullable=False))
+    engine = storage.make_engine(database_url)
+    old.create_all(engine)
+    with engine.begin() as db:
+        conversation = db.execute(sa.text("INSERT INTO conversations (title, created_at, updated_at) "
+                                          "VALUES ('old', 1, 1) RETURNING id")).scalar()
+        message = db.execute(sa.text("INSERT INTO messages (conversation_id, role, content, status, created_at, "
+                                     "stop_requested) VALUES (:c, 'user', 'hello', 'done', 1, false) RETURNING id"),
+                             {"c": conversation}).scalar()
+
+    assert storage.migrate(engine) is True
+    assert storage.migrate(engine) is False
+    assert [d for d in schema_differences(engine) if d[0] != "modify_default"] == []
+    row = storage.get_message(engine, message)
+    assert (row.content, row.active, row.reply_to, row.cost) == ("hello", True, None, None)
+    assert [m.id for m in storage.list_messages(engine, conversation)] == [message]
+    storage.create_conversation(engine, "new", owner="o", system_prompt="be brief")  # the new columns work
+    engine.dispose()
+
+
+# -- the storage functions --------------------------------------------------------------------------
+
+
+def test_conversations_owners_titles_and_search(engine):
+    mine = storage.create_conversation(engine, "Recipes 100%_real", model="m", owner="alice", system_prompt="sp")
+    other = storage.create_conversation(engine, "Taxes", owner="bob")
+    time.sleep(0.01)
+    storage.append_exchange(engine, other, "what about VAT?", "m")
+
+    assert storage.get_conversation(engine, mine, owner="alice").title == "Recipes 100%_real"
+    assert storage.get_conversation(engine, mine, owner="bob") is None
+    assert storage.get_conversation(engine, mine).system_prompt == "sp"
+    assert [c.id for c in storage.list_conversations(engine, owner="alice")] == [mine]
+    assert [c.id for c in storage.list_conversations(engine)] == [other, mine]  # newest first
+    assert [c.id for c in storage.list_conversations(engine, search="100%_")] == [mine]
+    assert storage.list_conversations(engine, search="100%x") == []  # % and _ are literal
+    assert [c.id for c in storage.list_conversations(engine, search="vat")] == [other]  # message text, any case
+
+    storage.update_conversation(engine, mine, title="Renamed", model=None, owner="mallory")  # owner not allowed
+    row = storage.get_conversation(engine, mine)
+    assert (row.title, row.model, row.owner) == ("Renamed", None, "alice")
+
+
+def test_exchanges_alternatives_and_edits(engine):
+    conversation = storage.create_conversation(engine, "c", owner="o", system_prompt="Be brief.")
+    question, answer = storage.append_exchange(engine, conversation, "Hi?", "m1")
+    row = storage.get_message(engine, answer)
+    assert (row.role, row.status, row.content, row.reply_to) == ("assistant", "streaming", "", question)
+    assert row.active
+    assert storage.get_message(engine, answer, owner="o").id == answer
+    assert storage.get_message(engine, answer, owner="x") is None
+    assert storage.count_streaming(engine, "o") == 1 and storage.count_streaming(engine, "x") == 0
+
+    storage.finish_message(engine, answer, "Hello.", "done", tokens_in=3, tokens_out=2, ttft_ms=10,
+                           duration_ms=20, cost=0.5, model="m1b")
+    row = storage.get_message(engine, answer)
+    assert (row.content, row.status, row.tokens_out, row.cost, row.model) == ("Hello.", "done", 2, 0.5, "m1b")
+    assert storage.prompt_messages(engine, conversation, answer + 1) == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."}]
+
+    second = storage.regenerate(engine, answer, "m2")
+    assert storage.alternatives(engine, storage.get_message(engine, second)) == [answer, second]
+    assert storage.alternatives_by_question(engine, conversation) == {question: [answer, second]}
+    assert [m.id for m in storage.list_messages(engine, conversation)] == [question, second]
+    storage.activate(engine, storage.get_message(engine, answer))
+    assert [m.id for m in storage.list_messages(engine, conversation)] == [question, answer]
+    assert storage.count_messages(engine, conversation) == 2
+
+    new_question, new_answer = storage.edit_and_resend(engine, storage.get_message(engine, question), "Hey?", "m1")
+    assert [m.id for m in storage.list_messages(engine, conversation)] == [new_question, new_answer]
+    assert storage.prompt_messages(engine, conversation, new_answer) == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hey?"}]
+
+    storage.finish_message(engine, new_answer, "partial", "stopped")
+    storage.restart_message(engine, new_answer, "m3")
+    row = storage.get_message(engine, new_answer)
+    assert (row.content, row.status, row.model, row.error, row.stop_requested) == ("", "streaming", "m3", None, False)
+
+
+def test_live_progress_signals_and_orphans(engine):
+    conversation = storage.create_conversation(engine, "c", owner="o")
+    _, first = storage.append_exchange(engine, conversation, "one", "m")
+    _, second = storage.append_exchange(engine, conversation, "two", "m")
+
+    storage.save_progress(engine, [(first, "Hel"), (second, "Wor")])
+    storage.save_progress(engine, [])
+    assert storage.get_message(engine, first).content == "Hel"
+    before = storage.get_message(engine, second).heartbeat_at
+    time.sleep(0.01)
+    storage.touch_heartbeats(engine, [second])
+    assert storage.get_message(engine, second).heartbeat_at > before
+
+    assert storage.read_signals(engine, [first, second]) == {first: (False, None), second: (False, None)}
+    storage.request_stop(engine, first)
+    progress = storage.read_remote_progress(engine, {second: 0})
+    assert progress[second].content == "Wor" and progress[second].status == "streaming"
+    signals = storage.read_signals(engine, [first, second])
+    assert signals[first] == (True, None)
+    assert signals[second][0] is False and time.time() - signals[second][1] < 5  # a remote listener was seen
+
+    storage.finish_message(engine, first, "Hello", "stopped")
+    storage.request_stop(engine, second)  # only a streaming answer can be asked to stop
+    assert storage.mark_interrupted(engine, time.time() - 60) == 0  # fresh heartbeats: not orphans
+    assert storage.mark_interrupted(engine, time.time() + 1, [first]) == 0  # ended: never interrupted
+    assert storage.mark_interrupted(engine, time.time() + 1) == 1
+    row = storage.get_message(engine, second)
+    assert (row.status, row.content) == ("interrupted", "Wor") and "restarted" in row.error
+
+
+def test_usage_budgets_survive_deleting_the_conversation(engine):
+    conversation = storage.create_conversation(engine, "c", owner="o")
+    storage.record_usage(engine, "o", conversation, "m", 10, 5, 0.25)
+    storage.record_usage(engine, "p", None, "m", 1, 1, 0.0)
+    assert storage.tokens_used(engine, time.time() - 60) == 17
+    assert storage.tokens_used(engine, time.time() - 60, owner="o") == 15
+    assert storage.tokens_used(engine, time.time() + 60) == 0
+    assert storage.usage_totals(engine, "o") == {"tokens_in": 10, "tokens_out": 5, "cost": 0.25}
+    assert storage.usage_totals(engine, "o", conversation)["tokens_in"] == 10
+    assert storage.usage_totals(engine, "nobody") == {"tokens_in": 0, "tokens_out": 0, "cost": 0.0}
+
+    storage.append_exchange(engine, conversation, "q", "m")
+    storage.delete_conversation(engine, conversation)
+    assert storage.get_conversation(engine, conversation) is None
+    assert storage.list_messages(engine, conversation) == []
+    assert storage.tokens_used(engine, time.time() - 60, owner="o") == 15
+    storage.ping(engine)
