@@ -12,6 +12,7 @@ from tests.conftest import AppServer, client
 from tests.test_faults import Listener, final, message, owner_client, send
 from trickle.local import bundled_model_path
 
+
 @pytest.fixture(scope="module", autouse=True)
 def local_packages():
     if importlib.util.find_spec("llama_cpp") is None or bundled_model_path() is None:
