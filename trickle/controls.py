@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 
 from . import limits, storage
 from .errors import error_response
-from .pages import _start, _wait_for, answer_view, message_view, trickle
+from .pages import _start, _wait_for, answer_view, message_content, message_view, trickle
 from .registry import Draining
 from .security import current_owner
 
@@ -94,12 +94,9 @@ def edit(message_id: int):
     question = _message_or_404(message_id, "user")
     if not question.active:
         abort(409, "This message was already replaced.")
-    content = (request.form.get("content") or "").replace("\x00", "").strip()
-    if not content:
-        return error_response(400, "Type a message first.")
-    if len(content) > app.settings.max_input_chars:
-        return error_response(413, f"Your message is {len(content):,} characters long; "
-                                   f"the limit is {app.settings.max_input_chars:,}.")
+    content, problem = message_content()
+    if problem:
+        return problem
     if refused := _refused():
         return error_response(429, refused)
     for row in storage.list_messages(app.engine, question.conversation_id):

@@ -85,6 +85,17 @@ def conversation(conversation_id: int):
     return conversation_page(row)
 
 
+def message_content():
+    """The posted message, cleaned, and None; or None and the error response that says what is wrong."""
+    content = (request.form.get("content") or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL
+    limit = trickle().settings.max_input_chars
+    if not content:
+        return None, error_response(400, "Type a message first.")
+    if len(content) > limit:
+        return None, error_response(413, f"Your message is {len(content):,} characters long; the limit is {limit:,}.")
+    return content, None
+
+
 def _title(content: str) -> str:
     words = " ".join(content.split())
     return words if len(words) <= 60 else words[:57].rstrip() + "…"
@@ -95,12 +106,9 @@ def _title(content: str) -> str:
 def send_message():
     """Store the question and an empty answer, start the generation, return both bubbles."""
     app = trickle()
-    content = (request.form.get("content") or "").replace("\x00", "").strip()
-    if not content:
-        return error_response(400, "Type a message first.")
-    if len(content) > app.settings.max_input_chars:
-        return error_response(413, f"Your message is {len(content):,} characters long; "
-                                   f"the limit is {app.settings.max_input_chars:,}.")
+    content, problem = message_content()
+    if problem:
+        return problem
     raw_id = (request.form.get("conversation_id") or "").strip()
     if raw_id and not (raw_id.isascii() and raw_id.isdigit()):
         return error_response(400, "conversation_id must be a number.")

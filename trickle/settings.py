@@ -102,7 +102,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
-def _integer(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 0) -> int | None:
+def read_integer(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 0) -> int | None:
+    """A whole-number setting; the error names the variable."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -240,7 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=env.get("DATABASE_URL", "").strip() or None,
         secret_key=env.get("SECRET_KEY", "").strip() or None,
         flush_interval=flush_ms / 1000,
-        flush_chars=_integer(env, "STREAM_FLUSH_CHARS", 2048, minimum=1),
+        flush_chars=read_integer(env, "STREAM_FLUSH_CHARS", 2048, minimum=1),
         ping_interval=_number(env, "SSE_PING_S", 15, minimum=0.05),
         save_interval=_number(env, "SAVE_INTERVAL_S", 1.0, minimum=0.05),
         disconnect_grace=_number(env, "DISCONNECT_GRACE_S", 30),
@@ -249,12 +250,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         first_token_timeout=_number(env, "FIRST_TOKEN_TIMEOUT_S", 120, minimum=0.1),
         idle_timeout=_number(env, "STREAM_IDLE_S", 60, minimum=0.1),
         stream_max=_number(env, "STREAM_MAX_S", 600, minimum=0.1),
-        retry_attempts=_integer(env, "UPSTREAM_RETRIES", 2),
+        retry_attempts=read_integer(env, "UPSTREAM_RETRIES", 2),
         retry_max_wait=_number(env, "UPSTREAM_RETRY_MAX_S", 20),
         fallback_models=_names(env, "FALLBACK_MODELS"),
-        max_input_chars=_integer(env, "MAX_INPUT_CHARS", 20000, minimum=1),
-        max_content_length=_integer(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
-        max_tokens=_integer(env, "MAX_TOKENS", None, minimum=1),
+        max_input_chars=read_integer(env, "MAX_INPUT_CHARS", 20000, minimum=1),
+        max_content_length=read_integer(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
+        max_tokens=read_integer(env, "MAX_TOKENS", None, minimum=1),
         demo_delay=_number(env, "DEMO_DELAY_MS", 25) / 1000,
         app_name=env.get("APP_NAME", "").strip() or "Trickle",
         app_logo=env.get("APP_LOGO", "").strip() or None,
@@ -271,14 +272,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         login_rate_limit=_limit(env, "LOGIN_RATE_LIMIT", "5/minute"),
         rate_limit_owner=_limit(env, "RATE_LIMIT_PER_OWNER", "30/minute"),
         rate_limit_ip=_limit(env, "RATE_LIMIT_PER_IP", "120/minute"),
-        max_concurrent_per_owner=_integer(env, "MAX_CONCURRENT_PER_OWNER", 3, minimum=1),
-        max_messages_per_conversation=_integer(env, "MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),
-        daily_token_budget=_integer(env, "DAILY_TOKEN_BUDGET", None, minimum=1),
-        owner_daily_token_budget=_integer(env, "OWNER_DAILY_TOKEN_BUDGET", None, minimum=1),
+        max_concurrent_per_owner=read_integer(env, "MAX_CONCURRENT_PER_OWNER", 3, minimum=1),
+        max_messages_per_conversation=read_integer(env, "MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),
+        daily_token_budget=read_integer(env, "DAILY_TOKEN_BUDGET", None, minimum=1),
+        owner_daily_token_budget=read_integer(env, "OWNER_DAILY_TOKEN_BUDGET", None, minimum=1),
         model_prices=_prices(env),
         forced_provider=env.get("CHAT_PROVIDER", "").strip().lower() or None,
         local_model_path=_file(env, "LOCAL_MODEL_PATH"),
-        local_max_concurrent=_integer(env, "LOCAL_MAX_CONCURRENT", 1, minimum=1),
-        local_threads=_integer(env, "LOCAL_THREADS", min(os.cpu_count() or 2, 4), minimum=1),
+        local_max_concurrent=read_integer(env, "LOCAL_MAX_CONCURRENT", 1, minimum=1),
+        local_threads=read_integer(env, "LOCAL_THREADS", min(os.cpu_count() or 2, 4), minimum=1),
         temperature=_number(env, "TEMPERATURE", 0.7),
     )

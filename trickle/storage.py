@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .settings import SettingsError
+from .settings import read_integer
 
 log = logging.getLogger("trickle.storage")
 
@@ -86,19 +86,6 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _pool_setting(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
-    return value
-
-
 def pool_options(env: Mapping[str, str] | None = None) -> dict:
     """The connection pool of a server database (PostgreSQL), per worker process.
 
@@ -108,9 +95,9 @@ def pool_options(env: Mapping[str, str] | None = None) -> dict:
     """
     env = os.environ if env is None else env
     return {
-        "pool_size": _pool_setting(env, "DB_POOL_SIZE", 5, 1),
-        "max_overflow": _pool_setting(env, "DB_MAX_OVERFLOW", 10, 0),
-        "pool_timeout": _pool_setting(env, "DB_POOL_TIMEOUT", 10, 1),
+        "pool_size": read_integer(env, "DB_POOL_SIZE", 5, minimum=1),
+        "max_overflow": read_integer(env, "DB_MAX_OVERFLOW", 10, minimum=0),
+        "pool_timeout": read_integer(env, "DB_POOL_TIMEOUT", 10, minimum=1),
     }
 
 
@@ -147,7 +134,7 @@ def make_engine(url: str, env: Mapping[str, str] | None = None) -> Engine:
     if url.startswith("postgresql+psycopg"):
         # A server that vanished without closing its connections (a network cut, a failover) must
         # not hang a query for the kernel's minutes: TCP keepalives and a send timeout end it in ~20 s.
-        connect_args = {"connect_timeout": _pool_setting(env, "DB_CONNECT_TIMEOUT", 5, 1),
+        connect_args = {"connect_timeout": read_integer(env, "DB_CONNECT_TIMEOUT", 5, minimum=1),
                         "application_name": "trickle", "keepalives": 1, "keepalives_idle": 10,
                         "keepalives_interval": 5, "keepalives_count": 2, "tcp_user_timeout": 20000}
     return sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args,
