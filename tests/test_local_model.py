@@ -3,7 +3,6 @@ a real answer, offline, that never blocks the event loop. Needs requirements-loc
 
 import importlib.util
 import json
-import time
 
 import pytest
 import requests
@@ -76,24 +75,31 @@ def test_stop_interrupts_the_local_model_between_tokens(local_server):
 
 
 def test_other_requests_stay_fast_while_the_model_generates(local_server):
-    sent = send(local_server, "Describe the four seasons in detail, one paragraph each.")
-    listener = Listener(local_server, sent.answer_id)
-    assert listener.until(lambda e: pieces(listener) >= 2, timeout=120)
-    visitor = client(local_server)  # a second person loads the page…
-    started = time.monotonic()
-    page = visitor.get(local_server.url("/"), timeout=30)
-    page_seconds = time.monotonic() - started
-    assert page.status_code == 200
-    # …and streams from the demo model, served by the same worker
-    demo = visitor.post(local_server.url("/api/chat"), stream=True, timeout=30,
-                        json={"messages": [{"role": "user", "content": "hi"}], "model": "demo"})
-    demo_text = "".join(json.loads(line[6:]).get("content", "") for line in demo.iter_lines(decode_unicode=True)
-                        if line.startswith("data: {"))
-    assert "**demo model**" in demo_text
-    # both finished while the local answer was still being written: the loop was never blocked
-    assert message(local_server, sent.answer_id).status == "streaming", f"page took {page_seconds:.2f} s"
-    stop(local_server, sent.answer_id)
-    assert listener.until_done(timeout=120) is not None
+    """A page load and a demo stream, served by the same worker, both finish while the local answer is
+    still being written: the loop is never blocked. (A small model may end an answer early: then the
+    same is tried with a longer request, three times at most.)"""
+    visitor = client(local_server)
+    prompts = ["Count from 1 to 300, separating the numbers with commas.",
+               "Describe the four seasons in detail, one long paragraph each.",
+               "List one hundred animals, one per line, with a sentence about each."]
+    overlapped = []
+    for prompt in prompts:
+        sent = send(local_server, prompt)
+        listener = Listener(local_server, sent.answer_id)
+        assert listener.until(lambda e, listener=listener: pieces(listener) >= 2, timeout=120)
+        page = visitor.get(local_server.url("/"), timeout=30)  # a second person loads the page…
+        assert page.status_code == 200
+        demo = visitor.post(local_server.url("/api/chat"), stream=True, timeout=30,  # …and asks the demo model
+                            json={"messages": [{"role": "user", "content": "hi"}], "model": "demo"})
+        demo_text = "".join(json.loads(line[6:]).get("content", "") for line in demo.iter_lines(decode_unicode=True)
+                            if line.startswith("data: {"))
+        assert "**demo model**" in demo_text
+        overlapped.append(message(local_server, sent.answer_id).status == "streaming")
+        stop(local_server, sent.answer_id)
+        assert listener.until_done(timeout=120) is not None
+        if overlapped[-1]:
+            break
+    assert overlapped[-1], "the local answers ended before a page load and a demo stream could finish"
 
 
 def test_a_second_question_waits_visibly_for_the_local_model(local_server):
