@@ -13,7 +13,7 @@ from trickle.settings import SettingsError, load_settings
 def test_no_configuration_means_the_demo_model():
     settings = load_settings({})
     assert settings.endpoint is None
-    assert settings.provider_label == "demo model"
+    assert settings.chat_model == "demo" and settings.forced_provider is None
 
 
 def test_provider_presets_from_their_own_variables():

@@ -79,10 +79,6 @@ class Settings:
     local_threads: int
     temperature: float
 
-    @property
-    def provider_label(self) -> str:
-        return self.endpoint.label if self.endpoint else "demo model"
-
 
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 OPENROUTER_BASE = "https://openrouter.ai/api/v1"

@@ -218,11 +218,6 @@ def migrate(engine: Engine) -> bool:
             return upgrade(db)
 
 
-def init_db(engine: Engine) -> None:
-    """Create or upgrade the schema (kept for callers of the old name)."""
-    migrate(engine)
-
-
 def create_conversation(engine: Engine, title: str, model: str | None = None,
                         owner: str | None = None, system_prompt: str | None = None) -> int:
     now = time.time()
