@@ -36,13 +36,13 @@ def test_procfile_web_line_starts_the_app_and_streams(upstream):
         process = subprocess.Popen(shlex.split(command), cwd=ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 40
             while time.monotonic() < deadline:
                 try:
-                    if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
                         break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
+                except requests.RequestException:  # not listening yet, or still booting
+                    time.sleep(0.2)
             response = requests.post(f"http://127.0.0.1:{port}/api/chat", stream=True, timeout=20,
                                      json={"messages": [{"role": "user", "content": "deployed?"}]})
             text, raw = read_api_stream(response)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, render_template, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger("trickle.errors")
@@ -30,6 +31,12 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
         return error_response(err.code or 500, err.description or err.name)
+
+    @app.errorhandler(OperationalError)
+    def database_away(err: OperationalError):
+        log.warning("database unreachable on %s %s: %s", request.method, request.path, err.__class__.__name__)
+        return error_response(503, "The database cannot be reached right now; answers being written are "
+                                   "saved when it is back. Try again in a moment.")
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):

@@ -33,6 +33,7 @@ def per_owner(view):
 def init_app(app, settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
     app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    app.config["RATELIMIT_SWALLOW_ERRORS"] = True  # Redis away: serve without limits rather than fail
     limiter.init_app(app)
 
 

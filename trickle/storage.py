@@ -1,7 +1,9 @@
 """Conversations and messages in SQL, behind a handful of named functions.
 
 SQLAlchemy Core keeps SQLite (the default, one file, WAL) and PostgreSQL (by
-`DATABASE_URL`) on the same code. All SQL of the app lives in this module.
+`DATABASE_URL`, on psycopg 3) on the same code. All SQL of the app lives in this
+module. The tables below are built by the Alembic migrations in `migrations/`
+(`migrate`), never by `create_all`: a change here needs a new migration.
 """
 
 from __future__ import annotations
