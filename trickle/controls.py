@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 
 from . import limits, storage
 from .errors import error_response
-from .pages import _start, _wait_for, answer_view, message_content, message_view, trickle
+from .pages import answer_view, message_content, message_view, start_answer, trickle, wait_for_answer
 from .registry import Draining
 from .security import current_owner
 
@@ -42,7 +42,7 @@ def _refused():
 
 def _start_or_fail(answer_id: int, conversation_id: int, model: str):
     try:
-        return _start(answer_id, conversation_id, model)
+        return start_answer(answer_id, conversation_id, model)
     except Draining as err:
         storage.finish_message(trickle().engine, answer_id, "", "interrupted", str(err))
         return None
@@ -51,7 +51,7 @@ def _start_or_fail(answer_id: int, conversation_id: int, model: str):
 def _back_to(conversation_id: int, generation=None):
     """Without JavaScript: wait for the answer, then show the conversation."""
     if generation is not None:
-        _wait_for(generation)
+        wait_for_answer(generation)
     return redirect(url_for("pages.conversation", conversation_id=conversation_id), 303)
 
 

@@ -138,13 +138,13 @@ def send_message():
     model = conversation.model or app.settings.chat_model
     user_id, answer_id = storage.append_exchange(app.engine, conversation_id, content, model)
     try:
-        generation = _start(answer_id, conversation_id, model)
+        generation = start_answer(answer_id, conversation_id, model)
     except Draining as err:
         storage.finish_message(app.engine, answer_id, "", "interrupted", str(err))
         return error_response(503, str(err))
 
     if not request.headers.get("HX-Request"):  # no JavaScript: answer once complete
-        _wait_for(generation)
+        wait_for_answer(generation)
         return redirect(url_for("pages.conversation", conversation_id=conversation_id,
                                 _anchor=f"message-{answer_id}"), 303)
     user_row = storage.get_message(app.engine, user_id)
@@ -155,14 +155,14 @@ def send_message():
                            created=created, models=app.models(), settings=app.settings), 200, headers
 
 
-def _start(answer_id: int, conversation_id: int, model: str):
+def start_answer(answer_id: int, conversation_id: int, model: str):
     app = trickle()
     history = storage.prompt_messages(app.engine, conversation_id, answer_id)
     return app.registry.start(answer_id, app.provider, history, model, owner=current_owner(),
                               conversation_id=conversation_id)
 
 
-def _wait_for(generation) -> None:
+def wait_for_answer(generation) -> None:
     generation.attach()  # a waiting request is a listener: the answer must not be dropped as unwatched
     try:
         generation.done.wait(trickle().settings.stream_max + 10)
@@ -187,12 +187,12 @@ def retry_message(message_id: int):
     model = conversation.model or app.settings.chat_model
     storage.restart_message(app.engine, message_id, model)
     try:
-        generation = _start(message_id, row.conversation_id, model)
+        generation = start_answer(message_id, row.conversation_id, model)
     except Draining as err:
         storage.finish_message(app.engine, message_id, "", "interrupted", str(err))
         return error_response(503, str(err))
     if not request.headers.get("HX-Request"):
-        _wait_for(generation)
+        wait_for_answer(generation)
         return redirect(url_for("pages.conversation", conversation_id=row.conversation_id), 303)
     return render_template("_message.html", m=answer_view(storage.get_message(app.engine, message_id),
                                                             generation))
