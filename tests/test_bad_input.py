@@ -435,6 +435,8 @@ FUZZ = settings(max_examples=150, deadline=None, database=None, derandomize=Fals
 @example(body={"messages": [{"role": "user", "parts": [{"type": "text", "text": "\udfff"}]}]}, protocol="")
 @example(body={"messages": [{"role": "user", "content": "hi"}], "model": "\ud800"}, protocol="")
 @example(body={"messages": [{"role": "user", "content": "nul \x00"}], "model": 2**70}, protocol="?protocol=json")
+@example(body="", protocol="?protocol=ai-sdk")
+@example(body={"messages": [{"role": "user", "parts": "text"}]}, protocol="")
 def test_random_json_at_api_chat_never_gets_a_5xx(server, upstream, body, protocol):
     upstream.default = Script(delay=0)
     data = json.dumps(body).encode()  # ASCII: lone surrogates travel as \ud800 escapes

@@ -25,8 +25,12 @@ def is_ai_sdk_request(body) -> bool:
     return any(isinstance(m, dict) and isinstance(m.get("parts"), list) for m in body["messages"])
 
 
+class PartsError(ValueError):
+    """A `parts` message that cannot be read as text; its message says which part."""
+
+
 def to_plain_request(body):
-    """The request with each `parts` message turned into `{role, content}`; a str says what is wrong.
+    """The request with each `parts` message turned into `{role, content}`.
 
     Text parts are joined into the content; other parts (files, reasoning, tool
     calls, data…) are not text the model reads here, and a message with nothing
@@ -42,12 +46,12 @@ def to_plain_request(body):
             continue
         parts = message["parts"]
         if not isinstance(parts, list):
-            return f"messages[{position}].parts must be a list."
+            raise PartsError(f"messages[{position}].parts must be a list.")
         texts = []
         for index, part in enumerate(parts):
             if isinstance(part, dict) and part.get("type") == "text":
                 if not isinstance(part.get("text"), str):
-                    return f"messages[{position}].parts[{index}].text must be a string."
+                    raise PartsError(f"messages[{position}].parts[{index}].text must be a string.")
                 texts.append(part["text"])
         if parts and not texts:
             continue

@@ -118,12 +118,12 @@ def chat():
     try:
         if ai_sdk:
             body = aisdk.to_plain_request(body)
-            if isinstance(body, str):
-                raise BadRequest(400, body)
         messages, model = chat_request(body, app.settings)
         generation = start_generation(app, messages, model)
     except BadRequest as err:
         return error_response(err.status, err.message)
+    except aisdk.PartsError as err:
+        return error_response(400, str(err))
     except Draining as err:
         return error_response(503, str(err))
     encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents()
