@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 
@@ -424,7 +425,8 @@ CHAT_BODY = st.one_of(
     st.fixed_dictionaries({}, optional={"messages": ANY_JSON, "model": ANY_JSON}),
     ANY_JSON,
 )
-FUZZ = settings(max_examples=150, deadline=None, database=None, derandomize=False,
+# FUZZ_EXAMPLES=5000 for a long hunt; CI's 150 per run, fresh each time, add up over many runs.
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, database=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 

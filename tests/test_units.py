@@ -78,3 +78,16 @@ def test_splitter_never_finishes_an_open_code_fence():
     assert splitter.feed("Intro\n\n```python\nx = 1\n\ny = 2\n") == ["<p>Intro</p>\n"]
     assert splitter.tail.startswith("```python")
     assert splitter.feed("```\n\nAfter\n")[0].startswith('<div class="code">')
+
+
+def test_redis_keys_are_scoped_to_the_database_unless_a_prefix_is_set():
+    from sqlalchemy.engine import make_url
+
+    from trickle.live import namespace
+
+    one, same, other = (make_url(u) for u in ("postgresql://h:5432/chat", "postgresql://h:5432/chat",
+                                               "postgresql://h:5432/other"))
+    assert namespace(one) == namespace(same) != namespace(other)
+    prefix = load_settings({"REDIS_KEY_PREFIX": " team-a "}).redis_key_prefix
+    assert namespace(one, prefix) == namespace(other, prefix) == "team-a:"
+    assert load_settings({}).redis_key_prefix is None

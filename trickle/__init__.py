@@ -91,7 +91,7 @@ def create_app(env: dict | None = None) -> Flask:
     if settings.redis_url:  # several instances: live answers and Stop travel through Redis
         from . import live
 
-        prefix = live.namespace(engine.url, (os.environ if env is None else env).get("REDIS_KEY_PREFIX"))
+        prefix = live.namespace(engine.url, settings.redis_key_prefix)
         bus = live.Bus(settings.redis_url, prefix)
     registry = Registry(engine, settings, bus)
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"

@@ -65,6 +65,7 @@ class Settings:
     app_password: str | None
     api_tokens: tuple[str, ...]
     redis_url: str | None
+    redis_key_prefix: str | None  # else derived from the database, so instances of one database share keys
     login_rate_limit: str
     rate_limit_owner: str
     rate_limit_ip: str
@@ -265,6 +266,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         app_password=env.get("APP_PASSWORD") or None,
         api_tokens=_names(env, "API_TOKENS"),
         redis_url=env.get("REDIS_URL", "").strip() or None,
+        redis_key_prefix=env.get("REDIS_KEY_PREFIX", "").strip() or None,
         login_rate_limit=_limit(env, "LOGIN_RATE_LIMIT", "5/minute"),
         rate_limit_owner=_limit(env, "RATE_LIMIT_PER_OWNER", "30/minute"),
         rate_limit_ip=_limit(env, "RATE_LIMIT_PER_IP", "120/minute"),
