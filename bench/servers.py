@@ -225,7 +225,8 @@ SECRET_KEY = secrets.token_hex(32)  # one per run: every worker must accept the 
 # The load comes from one address and its rates are the point: the limits a public instance
 # needs (requests per minute, answers at once per person) would refuse it.
 BENCH_LIMITS = {"RATE_LIMIT_PER_OWNER": "1000000/minute", "RATE_LIMIT_PER_IP": "1000000/minute",
-                "MAX_CONCURRENT_PER_OWNER": "100000"}
+                "MAX_CONCURRENT_PER_OWNER": "100000",
+                "MODEL_TITLES": "0"}  # the baseline names nothing: a title request would be extra load
 
 
 def trickle_env(upstream: Upstream, database_url: str, workers: int, port: int) -> dict[str, str]:

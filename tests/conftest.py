@@ -68,6 +68,8 @@ class AppServer:
             # Every test client is 127.0.0.1: limits are tested on purpose, not hit by accident.
             "RATE_LIMIT_PER_IP": "100000/minute", "RATE_LIMIT_PER_OWNER": "100000/minute",
             "MAX_CONCURRENT_PER_OWNER": "100",
+            # Every request the fake upstream counts is an answer's; test_titles.py asks for titles on purpose.
+            "MODEL_TITLES": "0",
             **env,
         }
         self.process: subprocess.Popen | None = None

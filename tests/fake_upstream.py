@@ -493,6 +493,7 @@ class FakeUpstream:
         self.requests: list[dict] = []
         self.streams: list[StreamRecord] = []
         self._queue: deque[list[Any]] = deque()  # [script, remaining uses]
+        self.by_model: dict[str, Script] = {}  # requests for these models: always this script
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -566,6 +567,7 @@ class FakeUpstream:
         """Forget queued scripts and records; restore the constructor's default."""
         with self._lock:
             self._queue.clear()
+            self.by_model.clear()
             self.requests.clear()
             self.streams.clear()
             self.default = self._initial_default
@@ -593,7 +595,9 @@ class FakeUpstream:
             if not consume:
                 return None, 0
             self._counter += 1
-            if self._queue:
+            if body is not None and body.get("model") in self.by_model:
+                script = self.by_model[body["model"]]
+            elif self._queue:
                 head = self._queue[0]
                 script = head[0]
                 head[1] -= 1

@@ -426,7 +426,8 @@ CHAT_BODY = st.one_of(
     ANY_JSON,
 )
 # FUZZ_EXAMPLES=5000 for a long hunt; CI's 150 per run, fresh each time, add up over many runs.
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, database=None, derandomize=False,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, database=None,
+                derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 

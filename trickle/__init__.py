@@ -17,6 +17,7 @@ from . import customize, storage
 from .providers import DemoModel, OpenAICompatible, make_provider
 from .registry import Registry
 from .settings import Settings, load_settings
+from .titles import Titles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,6 +30,7 @@ class Trickle:
     engine: object
     provider: OpenAICompatible | DemoModel
     registry: Registry
+    titles: Titles
     _models: tuple[float, list[str]] = field(default=(0.0, []))
 
     def models(self) -> list[str]:
@@ -95,7 +97,7 @@ def create_app(env: dict | None = None) -> Flask:
         bus = live.Bus(settings.redis_url, prefix)
     registry = Registry(engine, settings, bus)
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
-    app.extensions["trickle"] = Trickle(settings, engine, provider, registry)
+    app.extensions["trickle"] = Trickle(settings, engine, provider, registry, Titles(engine, provider, settings))
 
     from . import api, controls, errors, limits, metrics, pages, security, validation, ws
 

@@ -12,6 +12,7 @@ from .listen import PageEvents, follow
 from .registry import Draining
 from .render import Splitter, render_markdown
 from .security import current_owner
+from .titles import first_line_title
 
 bp = Blueprint("pages", __name__)
 
@@ -96,11 +97,6 @@ def message_content():
     return content, None
 
 
-def _title(content: str) -> str:
-    words = " ".join(content.split())
-    return words if len(words) <= 60 else words[:57].rstrip() + "…"
-
-
 @bp.post("/messages")
 @limits.per_owner
 def send_message():
@@ -128,7 +124,8 @@ def send_message():
     if refused:
         return error_response(429, refused)
     if not conversation_id:
-        conversation_id = storage.create_conversation(app.engine, _title(content), owner=owner,
+        title = first_line_title(content)
+        conversation_id = storage.create_conversation(app.engine, title, owner=owner,
                                                       system_prompt=app.settings.system_prompt)
         conversation = storage.get_conversation(app.engine, conversation_id)
         created = True
@@ -142,6 +139,8 @@ def send_message():
     except Draining as err:
         storage.finish_message(app.engine, answer_id, "", "interrupted", str(err))
         return error_response(503, str(err))
+    if created:
+        app.titles.ask(conversation_id, content, model, title)
 
     if not request.headers.get("HX-Request"):  # no JavaScript: answer once complete
         wait_for_answer(generation)
@@ -252,8 +251,15 @@ def _final_renderer(message_id: int):
     def render(_generation) -> str:
         with app.request_context(environ):
             session["csrf"] = token  # the forms in the fragment carry this page's token
-            row = storage.get_message(app.extensions["trickle"].engine, message_id)
-            return render_template("_message.html", m=answer_view(row)).strip() if row else ""
+            state = app.extensions["trickle"]
+            row = storage.get_message(state.engine, message_id)
+            if row is None:
+                return ""
+            fragment = render_template("_message.html", m=answer_view(row)).strip()
+            if state.titles.named(row.conversation_id):  # the model's title arrived during this answer
+                conversation = storage.get_conversation(state.engine, row.conversation_id)
+                fragment += render_template("_title.html", conversation=conversation, oob=True)
+            return fragment
 
     return render
 

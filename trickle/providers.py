@@ -125,6 +125,14 @@ class OpenAICompatible:
             raise ProviderError(f"The connection to {self.label} broke: {err.__class__.__name__}.",
                                 retryable=False) from err
 
+    def complete(self, messages: list[dict], model: str, *, max_tokens: int) -> str:
+        """One short answer, not streamed (a conversation's title): its text."""
+        try:
+            reply = self.client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+        except openai.OpenAIError as err:
+            raise _provider_error(err, self.endpoint, model) from err
+        return (reply.choices[0].message.content or "") if reply.choices else ""
+
     def list_models(self) -> list[str]:
         """The provider's model ids, from its `/models` endpoint."""
         try:

@@ -58,6 +58,8 @@ class Settings:
     welcome_message: str
     suggested_prompts: tuple[str, ...]
     system_prompt: str | None  # for new conversations
+    model_titles: bool  # a real provider names new conversations (MODEL_TITLES=0: the first message does)
+    title_model: str | None  # the model that names them, if not the conversation's own
     templates_dir: str | None  # templates here override the built-in ones of the same name
     static_dir: str | None  # files here override the built-in static files of the same name
     production: bool  # APP_ENV=production, or on a Heroku dyno: SECRET_KEY becomes mandatory
@@ -259,6 +261,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         welcome_message=env.get("WELCOME_MESSAGE", "").strip() or "What can I help with?",
         suggested_prompts=tuple(p.strip() for p in env.get("SUGGESTED_PROMPTS", "").split("|") if p.strip()),
         system_prompt=env.get("SYSTEM_PROMPT", "").strip() or None,
+        model_titles=_flag(env, "MODEL_TITLES", default=True),
+        title_model=env.get("TITLE_MODEL", "").strip() or None,
         templates_dir=_folder(env, "TEMPLATES_DIR"),
         static_dir=_folder(env, "STATIC_DIR"),
         production=production,

@@ -260,6 +260,14 @@ def update_conversation(engine: Engine, conversation_id: int, **values) -> None:
         db.execute(conversations.update().where(conversations.c.id == conversation_id).values(**allowed))
 
 
+def retitle(engine: Engine, conversation_id: int, expected: str, title: str) -> bool:
+    """Set a title unless it changed meanwhile (a rename by hand wins over a suggested one)."""
+    with engine.begin() as db:
+        done = db.execute(conversations.update().where(conversations.c.id == conversation_id,
+                                                       conversations.c.title == expected).values(title=title))
+    return done.rowcount == 1
+
+
 def delete_conversation(engine: Engine, conversation_id: int) -> None:
     """Delete a conversation and its messages (the usage rows stay: budgets must not be reset)."""
     with engine.begin() as db:
