@@ -942,6 +942,17 @@ def streams_per_worker(folder: str) -> dict[str, float]:
     return found
 
 
+def test_metrics_token_closes_metrics_to_everyone_else(servers):
+    guarded = servers.start(METRICS_TOKEN="scrape-me", APP_PASSWORD="pw")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-me"}):
+        response = requests.get(guarded.url("/metrics"), headers=headers, timeout=10)
+        assert response.status_code == 401, headers
+        assert "METRICS_TOKEN" in response.text and response.headers["WWW-Authenticate"].startswith("Bearer")
+    response = requests.get(guarded.url("/metrics"), headers={"Authorization": "Bearer scrape-me"}, timeout=10)
+    assert response.status_code == 200 and "trickle_active_streams" in response.text
+    assert requests.get(guarded.url("/healthz"), timeout=10).status_code == 200  # liveness stays open
+
+
 def test_metrics_add_up_over_several_workers(servers):
     folder = tempfile.mkdtemp(prefix="trickle-metrics-")
     two = servers.start(workers=2, PROMETHEUS_MULTIPROC_DIR=folder)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,6 +18,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from .security import bearer_ok
 
 ACTIVE_STREAMS = Gauge("trickle_active_streams", "Answers being written now", multiprocess_mode="livesum")
 STREAMS = Counter("trickle_streams_total", "Answers by how they ended", ["outcome"])
@@ -35,6 +37,10 @@ bp = Blueprint("metrics", __name__)
 @bp.get("/metrics")
 def metrics():
     """Prometheus text format, aggregated over the workers in multiprocess mode."""
+    token = current_app.extensions["trickle"].settings.metrics_token
+    if token and not bearer_ok((token,)):
+        return Response("Send METRICS_TOKEN as 'Authorization: Bearer <token>'.\n", 401, mimetype="text/plain",
+                        headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

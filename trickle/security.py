@@ -51,7 +51,7 @@ def csrf_token() -> str:
     return token
 
 
-def _bearer_ok(tokens: tuple[str, ...]) -> bool:
+def bearer_ok(tokens: tuple[str, ...]) -> bool:
     header = request.headers.get("Authorization", "")
     given = header[7:].strip() if header.lower().startswith("bearer ") else ""
     # compare against every token, whatever matches first: no early exit to time
@@ -88,7 +88,7 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
         if request.path == "/ws" and origin and urlsplit(origin).netloc != request.host:
             return error_response(403, "WebSocket connections are accepted from this site's own pages only.")
         if api and settings.api_tokens:
-            if not _bearer_ok(settings.api_tokens):
+            if not bearer_ok(settings.api_tokens):
                 return error_response(401, "Send a valid API token as 'Authorization: Bearer <token>'.")
         elif settings.app_password and not session.get("authenticated"):
             if api:

@@ -66,6 +66,7 @@ class Settings:
     trust_proxy: bool  # take scheme and client address from X-Forwarded-* (behind a proxy)
     app_password: str | None
     api_tokens: tuple[str, ...]
+    metrics_token: str | None  # /metrics asks for it as a bearer token; unset, /metrics is open
     redis_url: str | None
     redis_key_prefix: str | None  # else derived from the database, so instances of one database share keys
     login_rate_limit: str
@@ -269,6 +270,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         trust_proxy=_flag(env, "TRUST_PROXY", default=bool(env.get("DYNO"))),
         app_password=env.get("APP_PASSWORD") or None,
         api_tokens=_names(env, "API_TOKENS"),
+        metrics_token=env.get("METRICS_TOKEN", "").strip() or None,
         redis_url=env.get("REDIS_URL", "").strip() or None,
         redis_key_prefix=env.get("REDIS_KEY_PREFIX", "").strip() or None,
         login_rate_limit=_limit(env, "LOGIN_RATE_LIMIT", "5/minute"),
