@@ -158,11 +158,30 @@ def test_answer_streams_token_by_token_then_renders(shared_server, upstream, pag
     expect(answer.locator("pre code")).to_contain_text("def measure(option: str) -> float:")
     expect(answer.locator("strong")).to_have_text("three")
     expect(answer).to_contain_text("pick the cheapest option that is fast enough, and stop there.")
-    expect(answer.locator(".tail, .blocks")).to_have_count(0)
+    expect(answer.locator(".tail, .notice")).to_have_count(0)
     expect(page.locator(".streaming")).to_have_count(0)
     assert record.finished
     assert message_row(shared_server, message_id(answer)).content == MARKDOWN_REPLY
     screenshot(page, "chat-done")
+    assert not console_errors
+
+
+def test_the_end_of_an_answer_keeps_the_blocks_already_shown(shared_server, upstream, page, console_errors):
+    """`done` keeps the finished blocks on the page (the same nodes: nothing re-parsed or re-laid out)
+    and renders only the tail; the result is exactly what a reload shows."""
+    upstream.push(Script(text=MARKDOWN_REPLY * 3, delay=0.01))
+    page.goto(shared_server.url("/"))
+    send(page, "Three times, please.")
+    expect(page.locator(f"{STREAMING} .blocks table")).not_to_have_count(0, timeout=ANSWER_TIMEOUT)
+    page.evaluate("() => { document.querySelector('.streaming .blocks').dataset.mark = 'seen'; }")
+    answer = wait_for_answer(page)
+    expect(answer).to_have_attribute("data-status", "done")
+    expect(answer.locator(".blocks[data-mark=seen]")).to_have_count(1)  # the very node that streamed
+    expect(answer.locator("table")).to_have_count(3)
+    live = answer.locator(".body").inner_text()
+    answer_id = message_id(answer)
+    page.reload()
+    assert page.locator(f"#message-{answer_id} .body").inner_text() == live
     assert not console_errors
 
 

@@ -1,6 +1,7 @@
 """The pure parts: settings validation, SSE framing, markdown rendering and the block splitter."""
 
 import random
+import re
 
 import pytest
 
@@ -91,3 +92,39 @@ def test_redis_keys_are_scoped_to_the_database_unless_a_prefix_is_set():
     prefix = load_settings({"REDIS_KEY_PREFIX": " team-a "}).redis_key_prefix
     assert namespace(one, prefix) == namespace(other, prefix) == "team-a:"
     assert load_settings({}).redis_key_prefix is None
+
+
+TRICKY_MARKDOWN = [
+    "Para one\nlazy line\n\n- a\n- b\n\n- c\n\n1. x\n2. y\n\nTitle\n===\n\n> quote\ncontinued\n\n    indented code\n\n"
+    "```\nfence\n\nwith blank\n```\ntext after\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n***\n\nend",
+    "1. one\n\n   inner para\n\n2. two\n   - nested\n   - more\n\n3. three\n\nfinal *para*",
+    "<div>raw html</div>\n\ntext\n\n  - item\n\n    continued\n\nx\n",
+    DemoModel(0).answer([{"role": "user", "content": "a *table* please"}]),
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_MARKDOWN)
+def test_finished_blocks_and_the_rendered_tail_are_the_whole_render(text):
+    """Why the page may keep its streamed blocks when an answer ends (see pages._kept_blocks)."""
+    from trickle.render import renders_by_blocks
+
+    def tags_only(html: str) -> str:  # whitespace between block tags renders as nothing
+        return re.sub(r">\s+<", "><", html.strip())
+
+    assert renders_by_blocks(text)
+    rng = random.Random(7)
+    for _ in range(25):
+        splitter, blocks, at = Splitter(), [], 0
+        while at < len(text):
+            step = rng.randint(1, 12)
+            blocks += splitter.feed(text[at:at + step])
+            at += step
+        pieced = "".join(blocks) + str(render_markdown(splitter.tail))
+        assert tags_only(pieced) == tags_only(str(render_markdown(text)))
+
+
+def test_link_reference_definitions_render_whole():
+    from trickle.render import renders_by_blocks
+
+    assert not renders_by_blocks("See [the docs][d].\n\n[d]: https://example.org\n")
+    assert renders_by_blocks("A [plain](https://example.org) link and a [bracket] in text.\n")

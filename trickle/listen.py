@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from gevent import get_hub
 from gevent.hub import Waiter
@@ -100,22 +101,36 @@ def follow(generation, cursor: int, encoder, *, flush_interval: float, ping_inte
         generation.detach()
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What the page holds when an answer ends: its first `length` characters, of which all but
+    `tail` are finished blocks in `#blocks-<id>` (rendered exactly as the final answer renders them)."""
+
+    length: int
+    tail: str
+
+
 class PageEvents:
     """The chat page's events: `block` (a finished markdown block), `delta` (tail text),
     `status` (e.g. retrying…) and `done` (the final message fragment)."""
 
     needs_prefix = True
 
-    def __init__(self, message_id: int, render_final: Callable[[object], str]):
+    def __init__(self, message_id: int, render_final: Callable[[object, Shown | None], str]):
         self.message_id = message_id
         self.render_final = render_final
         self.splitter = Splitter()
+        self.length = 0
+        self.in_step = False  # the page's blocks are the splitter's: true when the stream began at its cursor
 
     def start(self, prefix: str, cursor: int) -> str:
         self.splitter = Splitter(prefix)  # the page already shows this much
+        self.length = len(prefix)
+        self.in_step = len(prefix) == cursor
         return ""
 
     def text(self, delta: str, cursor: int) -> str:
+        self.length += len(delta)
         blocks = self.splitter.feed(delta)
         if not blocks:
             return sse.event(str(escape(delta)), "delta", cursor)
@@ -127,7 +142,8 @@ class PageEvents:
         return sse.event(str(escape(notice or "")), "status", cursor)
 
     def finish(self, generation, cursor: int) -> str:
-        return sse.event(self.render_final(generation), "done", cursor)
+        shown = Shown(self.length, self.splitter.tail) if self.in_step else None
+        return sse.event(self.render_final(generation, shown), "done", cursor)
 
 
 class ApiEvents:

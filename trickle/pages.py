@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
+from markupsafe import Markup
 
 from . import limits, sse, storage
 from .errors import error_response
-from .listen import PageEvents, follow
+from .listen import PageEvents, Shown, follow
 from .registry import Draining
-from .render import Splitter, render_markdown
+from .render import Splitter, render_markdown, renders_by_blocks
 from .security import current_owner
 from .titles import first_line_title
 
@@ -248,20 +249,36 @@ def _final_renderer(message_id: int):
     environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
     token = session.get("csrf", "")
 
-    def render(_generation) -> str:
+    def render(_generation, shown: Shown | None = None) -> str:
         with app.request_context(environ):
             session["csrf"] = token  # the forms in the fragment carry this page's token
             state = app.extensions["trickle"]
             row = storage.get_message(state.engine, message_id)
             if row is None:
                 return ""
-            fragment = render_template("_message.html", m=answer_view(row)).strip()
+            view = answer_view(row)
+            kept = _kept_blocks(row, shown)
+            if kept is not None:
+                view["html"] = kept
+            fragment = render_template("_message.html", m=view).strip()
             if state.titles.named(row.conversation_id):  # the model's title arrived during this answer
                 conversation = storage.get_conversation(state.engine, row.conversation_id)
                 fragment += render_template("_title.html", conversation=conversation, oob=True)
             return fragment
 
     return render
+
+
+def _kept_blocks(row, shown: Shown | None) -> Markup | None:
+    """The final body, keeping the finished blocks the page already shows (`hx-preserve`) and
+    rendering only the tail: a long answer's end is then a small swap, not a new page's worth of
+    HTML to parse and lay out. None when the page may not hold exactly the final render's blocks."""
+    text = row.content or ""
+    if shown is None or shown.length != len(text) or not shown.tail or len(shown.tail) == len(text):
+        return None
+    if not text.endswith(shown.tail) or not renders_by_blocks(text):
+        return None
+    return Markup(f'<div class="blocks" id="blocks-{row.id}" hx-preserve="true"></div>') + render_markdown(shown.tail)
 
 
 class _EndedMessage:

@@ -7,6 +7,7 @@ listener that attaches at any offset computes the same split the page shows.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import nh3
@@ -81,6 +82,15 @@ def sanitize(html: str) -> str:
 def render_markdown(text: str) -> Markup:
     """The whole message, as the page and the final stream event show it."""
     return Markup(sanitize(_markdown().render(text)))
+
+
+_LINK_REFERENCE = re.compile(r"^ {0,3}\[[^\]\n]+\]:", re.MULTILINE)
+
+
+def renders_by_blocks(text: str) -> bool:
+    """Is the whole render of `text` its blocks' renders put end to end? Yes, but for link reference
+    definitions (`[id]: url`), the one markdown construct that reaches from one block into another."""
+    return _LINK_REFERENCE.search(text) is None
 
 
 def block_starts(text: str) -> list[int]:
