@@ -33,7 +33,9 @@ from .servers import (
     BenchError,
     DirectUpstream,
     Express,
+    Services,
     Trickle,
+    TrickleInstances,
     Upstream,
     ensure_express,
     http_get,
@@ -46,7 +48,7 @@ class Target:
     key: str
     label: str
     mode: str  # the load generator's mode: openai, api or page
-    server: str  # upstream, express, trickle
+    server: str  # upstream, express, trickle, trickle-2i (two instances on PostgreSQL + Redis)
     workers: int = 1
     app_dir: Path | None = None  # another checkout of Trickle (--variant)
 
@@ -58,6 +60,8 @@ TARGETS = (
     Target("trickle-1w-page", "trickle 1w page", "page", "trickle", 1),
     Target("trickle-2w-api", "trickle 2w /api/chat", "api", "trickle", 2),
     Target("trickle-2w-page", "trickle 2w page", "page", "trickle", 2),
+    Target("trickle-2i-api", "trickle 2i /api/chat", "api", "trickle-2i"),
+    Target("trickle-2i-page", "trickle 2i page", "page", "trickle-2i"),
 )
 SOAK_DEFAULT = ("trickle-1w-api", "trickle-1w-page")
 
@@ -81,6 +85,7 @@ class Bench:
         self.upstream: Upstream | None = None
         self.express_dir: Path | None = None
         self.page_weight: dict | None = None
+        self.services: Services | None = None  # PostgreSQL and Redis, for the two-instance rows
         self.expected = reply_text(args.tokens)
         self.started = time.monotonic()
 
@@ -89,6 +94,11 @@ class Bench:
             return DirectUpstream(self.upstream)
         if target.server == "express":
             return Express(self.express_dir, self.upstream, self.run_dir)
+        if target.server == "trickle-2i":
+            if self.services is None:
+                log("starting PostgreSQL and Redis (scripts/services) …")
+                self.services = Services().start()
+            return TrickleInstances(self.upstream, self.services, self.run_dir, target.app_dir or self.args.app_dir)
         return Trickle(self.upstream, target.workers, self.run_dir, target.app_dir or self.args.app_dir)
 
     def stream_seconds(self) -> float:
@@ -144,6 +154,7 @@ class Bench:
         name = name or f"{target.key}-n{n}" + (f"-soak{soak:g}" if soak else "")
         timeout = self.ramp(n) + 4 * self.stream_seconds() + 30
         config = {"host": HOST, "port": server.port, "mode": target.mode, "n": n, "ramp_s": self.ramp(n),
+                  "ports": getattr(server, "ports", None),
                   "timeout_s": timeout, "soak_s": soak, "expected": self.expected,
                   "result_path": str(self.run_dir / f"{name}.streams.json")}
         config_path = self.run_dir / f"{name}.config.json"
@@ -155,10 +166,10 @@ class Bench:
         profiler = None
         try:
             expect(lines, "READY", 30, loadgen)
-            pids = procstat.tree(server.pid)
+            pids = _tree(server)
             rss_start = sum(procstat.memory_kb(pid)["VmRSS"] for pid in pids)
             up0 = self.upstream.stats()
-            cpu0 = procstat.tree_cpu(server.pid)
+            cpu0 = _tree_cpu(server)
             busy0 = procstat.machine_busy_seconds()
             load0 = _loadavg()
             worker_cpu0 = {pid: procstat.cpu_seconds(pid) for pid in server.workers()}
@@ -185,15 +196,15 @@ class Bench:
                 elif loadgen.poll() is not None and lines.empty():
                     raise BenchError(f"the load generator exited with {loadgen.returncode}")
                 if soak and (not samples or time.monotonic() - began - samples[-1][0] >= 2):
-                    rss = sum(procstat.memory_kb(pid)["VmRSS"] for pid in procstat.tree(server.pid))
+                    rss = sum(procstat.memory_kb(pid)["VmRSS"] for pid in _tree(server))
                     samples.append((time.monotonic() - began, rss))
             wall = time.monotonic() - began
             time.sleep(0.3)  # the server's last writes and bookkeeping after the final byte
-            cpu = procstat.tree_cpu(server.pid) - cpu0
+            cpu = _tree_cpu(server) - cpu0
             busy = procstat.machine_busy_seconds() - busy0
             worker_cpu = {pid: procstat.cpu_seconds(pid) - worker_cpu0.get(pid, 0.0) for pid in server.workers()}
             up1 = self.upstream.stats()
-            memory = {pid: procstat.memory_kb(pid) for pid in procstat.tree(server.pid)}
+            memory = {pid: procstat.memory_kb(pid) for pid in _tree(server)}
             loadgen.stdin.write("ANALYSE\n")
             loadgen.stdin.flush()
             expect(lines, "RESULT", 120, loadgen)
@@ -457,6 +468,8 @@ def main(argv=None) -> int:
         log(f"bench: {err}")
         return 2
     finally:
+        if bench.services is not None:
+            bench.services.stop()
         if bench.upstream is not None:
             summary = bench.upstream.stop()
             if summary:
@@ -482,6 +495,9 @@ def main(argv=None) -> int:
         cs = info["cold_start"]
         print(f"Worker cold start (python -c 'import app'): {cs['median_s'] * 1000:.0f} ms median of "
               f"{len(cs['runs_s'])} (" + ", ".join(f"{t * 1000:.0f}" for t in cs["runs_s"]) + " ms)")
+    if any(t.server == "trickle-2i" for t in args.targets):
+        print("2i: two instances of one worker each on one PostgreSQL and one Redis; stream i goes to instance "
+              "i mod 2, and in the page flow its answer is followed on the other instance (through Redis).")
     page_rows = [r for r in rows if r.get("post_bytes_avg")]
     if page_rows:
         print("Page flow: wire/text counts the SSE response only; the POST /messages reply adds "
@@ -495,6 +511,17 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(payload, indent=1))
     print(f"Results: {(run_dir / 'results.json').relative_to(ROOT)}")
     return 1 if args.strict and lost - late else 0
+
+
+def _tree(server) -> list[int]:
+    """Every process of the server under test (of each instance, when there are several)."""
+    roots = server.roots() if hasattr(server, "roots") else [server.pid]
+    return [pid for root in roots for pid in procstat.tree(root)]
+
+
+def _tree_cpu(server) -> float:
+    roots = server.roots() if hasattr(server, "roots") else [server.pid]
+    return sum(procstat.tree_cpu(root) for root in roots)
 
 
 def _loadavg() -> float:

@@ -213,6 +213,7 @@ def content_of(mode: str, raw: bytes) -> tuple[str, str | None]:
     return "content", text
 
 
+TAIL = re.compile(r'<span class="tail"[^>]*>(.*?)</span>', re.S)
 MESSAGE_BODY = re.compile(r'<div class="body">(.*?)</div>\s*<footer', re.S)
 TAG = re.compile(r"<[^>]+>")
 
@@ -232,8 +233,10 @@ def analyse(mode: str, stream: Stream, expected: str) -> dict:
         if stream.t_post is not None:
             result["post_ms"] = (stream.t_post - stream.t0) * 1000
     response = HttpResponse()
-    times = []
-    text = []
+    # What the POST's bubble showed already (an answer that began before it was rendered): the events
+    # stream resumes after it, as in a browser; shown at the POST's reply.
+    text = [stream.prefix] if mode == "page" and stream.prefix else []
+    times = [stream.t_post] if text else []
     done = False
     done_html = None
     done_at = None
@@ -285,7 +288,7 @@ def analyse(mode: str, stream: Stream, expected: str) -> dict:
 # -- the run --------------------------------------------------------------------------
 class Stream:
     __slots__ = ("index", "sock", "fd", "state", "phase", "t0", "out", "recvs", "post_recvs", "error", "eof",
-                 "t_end", "t_post", "session")
+                 "t_end", "t_post", "session", "prefix")
 
     def __init__(self, index: int):
         self.index = index
@@ -302,6 +305,7 @@ class Stream:
         self.t_end = None
         self.t_post = None
         self.session: dict | None = None
+        self.prefix = ""  # page flow: the text the POST's bubble already showed (its cursor's worth)
 
 
 class LoadGen:
@@ -311,8 +315,10 @@ class LoadGen:
         if self.host not in LOOPBACK:
             raise SystemExit("the load generator only targets the loopback")
         self.port = cfg["port"]
+        # Several instances behind a (here: round-robin) balancer: stream i goes to ports[i % len]; in the
+        # page flow its answer is then followed on the next instance, as a reload elsewhere would.
+        self.ports = cfg.get("ports") or [self.port]
         self.mode = cfg["mode"]
-        self.hostport = f"{self.host}:{self.port}"
         self.expected = cfg["expected"]
         self.epoll = select.epoll()
         self.fds: dict[int, Stream] = {}
@@ -323,12 +329,15 @@ class LoadGen:
         # the page flow: one browser session per concurrent stream, as N people would have
         self.sessions = [open_session(self.host, self.port) for _ in range(cfg["n"])] if self.mode == "page" else []
 
-    def connect(self, stream: Stream, request: bytes) -> None:
+    def port_of(self, stream: Stream, hop: int = 0) -> int:
+        return self.ports[(stream.index + hop) % len(self.ports)]
+
+    def connect(self, stream: Stream, request: bytes, port: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         stream.sock, stream.fd, stream.out, stream.state = sock, sock.fileno(), request, CONNECTING
-        code = sock.connect_ex((self.host, self.port))
+        code = sock.connect_ex((self.host, port))
         if code not in (0, errno.EINPROGRESS):
             stream.error = f"connect: {errno.errorcode.get(code, code)}"
             sock.close()
@@ -346,7 +355,9 @@ class LoadGen:
             stream.phase = "post"
             stream.post_recvs = stream.recvs
             stream.session = self.sessions[index % len(self.sessions)]
-        self.connect(stream, first_request(self.mode, self.hostport, f"Benchmark question {index}", stream.session))
+        port = self.port_of(stream)
+        self.connect(stream, first_request(self.mode, f"{self.host}:{port}", f"Benchmark question {index}",
+                                           stream.session), port)
 
     def close(self, stream: Stream) -> None:
         if self.fds.pop(stream.fd, None) is not None:
@@ -368,10 +379,14 @@ class LoadGen:
                 stream.error = f"POST /messages: HTTP {response.status}" + ("" if match else ", no sse-connect")
                 self.end(stream)
                 return
+            tail = TAIL.search(response.body.decode("utf-8", "replace"))
+            stream.prefix = html.unescape(tail.group(1)) if tail else ""
             stream.phase = "main"
             stream.recvs = []
             stream.eof = False
-            self.connect(stream, events_request(html.unescape(match.group(1)), self.hostport, stream.session))
+            port = self.port_of(stream, hop=1)
+            self.connect(stream, events_request(html.unescape(match.group(1)), f"{self.host}:{port}", stream.session),
+                         port)
             return
         self.end(stream)
 

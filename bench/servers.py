@@ -239,17 +239,20 @@ def trickle_env(upstream: Upstream, database_url: str, workers: int, port: int) 
 class Trickle(Server):
     """Target (b): `python -m gunicorn app:app` with gevent workers, as the Procfile runs it."""
 
-    def __init__(self, upstream: Upstream, workers: int, log_dir: Path, app_dir: Path = ROOT):
+    def __init__(self, upstream: Upstream, workers: int, log_dir: Path, app_dir: Path = ROOT,
+                 database_url: str | None = None, env: dict[str, str] | None = None):
         self.upstream = upstream
         self.app_dir = app_dir
         self.worker_count = workers
         self.name = f"trickle-{workers}w"
         self.tmp = Path(tempfile.mkdtemp(prefix="trickle-bench-", dir=log_dir))
         self.log_path = self.tmp / "gunicorn.log"
+        self.database_url = database_url or f"sqlite:///{self.tmp}/bench.db"
+        self.extra_env = env or {}
 
     def start(self, timeout: float = 30.0) -> Trickle:
         self.port = free_port()
-        env = trickle_env(self.upstream, f"sqlite:///{self.tmp}/bench.db", self.worker_count, self.port)
+        env = {**trickle_env(self.upstream, self.database_url, self.worker_count, self.port), **self.extra_env}
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"{HOST}:{self.port}"],
@@ -283,3 +286,72 @@ class Trickle(Server):
         super().stop()
         for path in self.tmp.glob("bench.db*"):  # the log stays beside the results
             path.unlink(missing_ok=True)
+
+
+class Services:
+    """Throwaway PostgreSQL and Redis (`scripts/services`, which installs them if missing) for the rows
+    with several instances; destroyed at the end of the run."""
+
+    def __init__(self):
+        self.dir: str | None = None
+
+    def start(self) -> Services:
+        result = subprocess.run([str(ROOT / "scripts" / "services"), "start"], capture_output=True, text=True,
+                                timeout=600)
+        if result.returncode != 0:
+            raise BenchError(f"scripts/services could not start PostgreSQL and Redis:\n{result.stderr[-2000:]}")
+        found = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        self.dir, self.database_url, self.redis_url = found["SERVICES_DIR"], found["DATABASE_URL"], found["REDIS_URL"]
+        return self
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = "bench_" + secrets.token_hex(4)
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.database_url.rsplit("/", 1)[0] + "/" + name
+
+    def stop(self) -> None:
+        if self.dir:
+            subprocess.run([str(ROOT / "scripts" / "services"), "destroy", self.dir], capture_output=True, timeout=120)
+            self.dir = None
+
+
+class TrickleInstances(Server):
+    """Target (c): two instances of one gevent worker each, sharing one PostgreSQL and one Redis, as
+    two dynos behind a load balancer. Their CPU and memory are summed; the services' own CPU is not."""
+
+    def __init__(self, upstream: Upstream, services: Services, log_dir: Path, app_dir: Path = ROOT, count: int = 2):
+        self.services = services
+        self.instances = [Trickle(upstream, 1, log_dir, app_dir, env={"REDIS_URL": services.redis_url,
+                                                                       "DB_POOL_SIZE": "20"})
+                          for _ in range(count)]
+        self.name = f"trickle-{count}i"
+
+    def start(self) -> TrickleInstances:
+        database_url = self.services.new_database()
+        for instance in self.instances:
+            instance.database_url = database_url
+            instance.start()
+        self.port = self.instances[0].port
+        self.ports = [instance.port for instance in self.instances]
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.instances[0].pid
+
+    def roots(self) -> list[int]:
+        return [instance.pid for instance in self.instances]
+
+    def workers(self) -> list[int]:
+        return [pid for instance in self.instances for pid in instance.workers()]
+
+    def stop(self) -> None:
+        for instance in self.instances:
+            if instance.process is not None:
+                instance.stop()
+
+    def read_log(self) -> str:
+        return "\n".join(instance.read_log()[-2000:] for instance in self.instances)

@@ -56,12 +56,20 @@
 
   // Follow the answer while the reader is at the bottom; when they scroll up, stop and offer a jump back.
   var following = true;
+  var pinned = null; // the scrollTop this script last set
   function messages() { return document.getElementById("messages"); }
   function jumpButton() { return document.getElementById("jump-latest"); }
   function follow() {
     var box = messages();
     if (!box) return;
-    if (following) box.scrollTop = box.scrollHeight;
+    // The reader moved up since we last scrolled (their scroll event may not have fired yet): let them be.
+    if (following && pinned !== null && box.scrollTop < pinned - 2 && box.scrollHeight - box.clientHeight >= pinned - 2) {
+      following = false;
+    }
+    if (following) {
+      box.scrollTop = box.scrollHeight;
+      pinned = box.scrollTop;
+    }
     var jump = jumpButton();
     if (jump) jump.hidden = following || box.scrollHeight <= box.clientHeight;
   }
@@ -75,6 +83,7 @@
   document.addEventListener("click", function (event) {
     if (event.target.id !== "jump-latest") return;
     following = true;
+    pinned = null;
     follow();
   });
   document.addEventListener("htmx:afterSwap", follow);

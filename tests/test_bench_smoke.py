@@ -28,7 +28,7 @@ def test_bench_smoke(tmp_path):
     rows = payload["rows"]
     targets = {row["target"] for row in rows}
     assert targets == {"upstream", "express", "trickle-1w-api", "trickle-1w-page", "trickle-2w-api",
-                       "trickle-2w-page"}, targets
+                       "trickle-2w-page", "trickle-2i-api", "trickle-2i-page"}, targets
     for row in rows:
         assert not row.get("skipped"), row
         # every stream got the exact text; on a loaded machine a short page-flow answer can end before its
