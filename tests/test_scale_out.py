@@ -295,3 +295,38 @@ def test_a_slow_query_or_a_blocking_redis_read_does_not_block_other_requests(ser
         status, served, total = lines[name]
         # The request was served while the other greenlet still waited on its socket.
         assert status == "200" and float(served) < 0.5 and float(total) >= 1.0, (name, lines[name])
+
+
+def test_a_database_too_busy_to_lend_a_connection_is_a_readable_503(services, upstream):
+    """When every pooled connection is taken for DB_POOL_TIMEOUT, a request gets a 503 that says so (and
+    the log a warning), not a 500 with a trace; the requests holding the connections still finish."""
+    import psycopg
+
+    database_url = services.new_database()
+    server = AppServer({"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key", "CHAT_MODEL": "fake-model",
+                        "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0", "DB_POOL_TIMEOUT": "1"},
+                       workers=1, database_url=database_url).start()
+    try:
+        person = client(server)
+        with psycopg.connect(database_url) as lock:
+            lock.execute("LOCK TABLE conversations, messages IN ACCESS EXCLUSIVE MODE")
+            holder, held = in_thread(lambda: person.get(server.url("/"), timeout=60))
+
+            def waiting_on_the_lock():
+                return lock.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                    "AND datname = current_database()").fetchone()[0] > 0
+
+            deadline = time.monotonic() + 20
+            while not waiting_on_the_lock():  # the first request holds the only connection, blocked
+                assert time.monotonic() < deadline, server.read_log()
+                time.sleep(0.05)
+            busy = person.get(server.url("/"), timeout=30)
+            lock.rollback()
+        assert busy.status_code == 503, busy.text[:500]
+        assert "too busy to reach its database" in busy.text and "Traceback" not in busy.text
+        holder.join(30)
+        assert held["value"].status_code == 200
+        log = server.read_log()
+        assert "no database connection free" in log and "unhandled error" not in log
+    finally:
+        server.stop()

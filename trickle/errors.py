@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger("trickle.errors")
@@ -37,6 +38,11 @@ def init_app(app: Flask) -> None:
         log.warning("database unreachable on %s %s: %s", request.method, request.path, err.__class__.__name__)
         return error_response(503, "The database cannot be reached right now; answers being written are "
                                    "saved when it is back. Try again in a moment.")
+
+    @app.errorhandler(PoolTimeout)
+    def database_busy(err: PoolTimeout):
+        log.warning("no database connection free on %s %s within DB_POOL_TIMEOUT", request.method, request.path)
+        return error_response(503, "The server is too busy to reach its database right now. Try again in a moment.")
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):
