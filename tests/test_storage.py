@@ -274,3 +274,34 @@ def test_usage_budgets_survive_deleting_the_conversation(engine):
     assert storage.list_messages(engine, conversation) == []
     assert storage.tokens_used(engine, time.time() - 60, owner="o") == 15
     storage.ping(engine)
+
+
+def test_an_answer_followed_while_the_poll_is_in_flight_is_not_taken_for_deleted(engine, monkeypatch):
+    """The poll's query yields to other requests under gevent; one of them may follow a new answer
+    meanwhile. That answer is not in the rows the query read, and must not be judged deleted (it was:
+    a follower on another instance got `done` after a few words, found by `python -m bench`'s 2i rows)."""
+    from trickle.registry import Registry
+    from trickle.settings import load_settings
+
+    conversation = storage.create_conversation(engine, "t")
+    first = storage.append_exchange(engine, conversation, "q1", "m")[1]
+    second = storage.append_exchange(engine, conversation, "q2", "m")[1]
+    registry = Registry(engine, load_settings({}))
+    registry.follow(first, "")
+    read = storage.read_remote_progress
+
+    def read_while_a_request_follows_another(engine_, cursors):
+        rows = read(engine_, cursors)
+        registry.follow(second, "")  # what a request does while the query waits for the database
+        return rows
+
+    monkeypatch.setattr(storage, "read_remote_progress", read_while_a_request_follows_another)
+    try:
+        registry._poll_remote()
+        assert not registry.remote[first].finished and not registry.remote[second].finished
+        storage.delete_conversation(engine, conversation)  # deleted for real: both are told so
+        monkeypatch.setattr(storage, "read_remote_progress", read)
+        registry._poll_remote()
+        assert registry.remote[first].error == registry.remote[second].error == "This conversation was deleted."
+    finally:
+        registry.remote.clear()  # the monitor greenlet, if it ever runs here, ends at once

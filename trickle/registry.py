@@ -403,9 +403,11 @@ class Registry:
         for key, remote in list(self.remote.items()):
             if not remote.followed(now):
                 del self.remote[key]
-        rows = storage.read_remote_progress(self.engine, {key: r.length for key, r in self.remote.items()})
+        asked = {key: remote for key, remote in self.remote.items()}
+        # The query yields to other greenlets: answers followed meanwhile are not in its rows (not deleted).
+        rows = storage.read_remote_progress(self.engine, {key: remote.length for key, remote in asked.items()})
         stale = time.time() - STALE_AFTER
-        for key, remote in list(self.remote.items()):
+        for key, remote in asked.items():
             row = rows.get(key)
             if row is None:  # deleted meanwhile
                 remote.update(remote.text(), "failed", "This conversation was deleted.")
