@@ -257,6 +257,18 @@ def test_live_progress_signals_and_orphans(engine):
     assert (row.status, row.content) == ("interrupted", "Wor") and "restarted" in row.error
 
 
+def test_a_late_progress_save_never_overwrites_the_final_answer(engine):
+    """A save of the text so far can wait for a pooled connection while its answer ends (found under
+    load by the bench's 2i rows: a finished answer kept 41 of its 978 characters)."""
+    conversation = storage.create_conversation(engine, "c")
+    _, answer = storage.append_exchange(engine, conversation, "q", "m")
+    snapshot = [(answer, "The answer so")]  # taken by the monitor before the answer ended
+    storage.finish_message(engine, answer, "The answer so far, and its end.", "done")
+    storage.save_progress(engine, snapshot)  # …and written after
+    row = storage.get_message(engine, answer)
+    assert (row.content, row.status) == ("The answer so far, and its end.", "done")
+
+
 def test_usage_budgets_survive_deleting_the_conversation(engine):
     conversation = storage.create_conversation(engine, "c", owner="o")
     storage.record_usage(engine, "o", conversation, "m", 10, 5, 0.25)

@@ -385,13 +385,17 @@ def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> lis
 
 
 def save_progress(engine: Engine, progress: Iterable[tuple[int, str]]) -> None:
-    """Save the text so far of several live answers in one transaction (and mark them alive)."""
+    """Save the text so far of several live answers in one transaction (and mark them alive).
+
+    Only rows still streaming: a save that waited for a connection while its answer ended must not
+    put an older text over the final one.
+    """
     # In id order, as PostgreSQL locks the rows of `id IN (…)` updates: two savers never deadlock.
     rows = sorted(({"mid": mid, "content": content} for mid, content in progress), key=lambda row: row["mid"])
     if not rows:
         return
     now = time.time()
-    statement = (messages.update().where(messages.c.id == sa.bindparam("mid"))
+    statement = (messages.update().where(messages.c.id == sa.bindparam("mid"), messages.c.status == STREAMING)
                  .values(content=sa.bindparam("content"), heartbeat_at=now))
     with engine.begin() as db:
         db.execute(statement, rows)
