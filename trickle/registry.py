@@ -403,7 +403,7 @@ class Registry:
         for key, remote in list(self.remote.items()):
             if not remote.followed(now):
                 del self.remote[key]
-        asked = {key: remote for key, remote in self.remote.items()}
+        asked = dict(self.remote)
         # The query yields to other greenlets: answers followed meanwhile are not in its rows (not deleted).
         rows = storage.read_remote_progress(self.engine, {key: remote.length for key, remote in asked.items()})
         stale = time.time() - STALE_AFTER
