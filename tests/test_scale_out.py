@@ -144,8 +144,18 @@ def test_an_answer_written_on_a_streams_live_on_b_and_resumes_there_after_a_relo
     assert final(sent.answer_id, late.done.data).body == reply.strip()
 
 
-def test_stop_on_b_ends_the_answer_written_on_a_at_once(pair, upstream):
-    a, b = pair
+def test_stop_on_b_ends_the_answer_written_on_a_at_once(services, upstream):
+    # SAVE_INTERVAL_S=60: the database's stop flag is read once a minute, so a stop that arrives within the
+    # listeners' 30 s came through Redis (no clock needed to tell the two paths apart).
+    a, b = start_pair(services, upstream, SAVE_INTERVAL_S="60")
+    try:
+        _stop_on_b(a, b, upstream)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _stop_on_b(a, b, upstream):
     owner = client(a)
     other = same_person(owner)
     reply = words(400)
@@ -158,20 +168,16 @@ def test_stop_on_b_ends_the_answer_written_on_a_at_once(pair, upstream):
 
     response = other.post(b.url(f"/messages/{sent.answer_id}/stop"), headers={"HX-Request": "true"}, timeout=10)
     assert response.status_code == 204
-    stopped = time.monotonic()
     results = {}
-    threads = [threading.Thread(target=lambda n=name, lis=lis: results.setdefault(n, (lis.until_done(timeout=30),
-                                                                                      time.monotonic())))
+    threads = [threading.Thread(target=lambda n=name, lis=lis: results.setdefault(n, lis.until_done(timeout=30)))
                for name, lis in (("a", on_a), ("b", on_b))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(40)
     for name in ("a", "b"):
-        done, at = results[name]
-        assert done is not None, f"no done on {name}"
-        # Through Redis: well under a second (the database flag is read every SAVE_INTERVAL_S, 5 s).
-        assert at - stopped < 1.0, f"the stop took {at - stopped:.2f} s to reach {name}"
+        done = results[name]
+        assert done is not None, f"no done on {name} within 30 s: the stop did not come through Redis"
         assert final(sent.answer_id, done.data).status == "stopped"
     row = message(a, sent.answer_id)
     assert row.status == "stopped" and row.content and reply.startswith(row.content) and len(row.content) < len(reply)
@@ -209,9 +215,8 @@ def test_redis_and_postgres_restarting_mid_answer_lose_nothing_and_both_instance
         assert len(on_b.text) > grown, "B stopped following once Redis was back"
 
         services.stop("postgres")  # A cannot save; B follows through Redis
-        down = time.monotonic()
-        page = requests.get(b.url("/"), timeout=15)  # an error, not a hang
-        assert page.status_code >= 500 and time.monotonic() - down < 10
+        page = requests.get(b.url("/"), timeout=15)  # an error, not a hang (a hang would time out)
+        assert page.status_code >= 500
         grown = len(on_b.text)
         time.sleep(1)
         assert len(on_b.text) > grown, "B stopped following while PostgreSQL was down"
