@@ -33,12 +33,12 @@ from .servers import (
     BenchError,
     DirectUpstream,
     Express,
-    Services,
     Trickle,
     TrickleInstances,
     Upstream,
     ensure_express,
     http_get,
+    start_services,
     trickle_env,
 )
 
@@ -85,7 +85,7 @@ class Bench:
         self.upstream: Upstream | None = None
         self.express_dir: Path | None = None
         self.page_weight: dict | None = None
-        self.services: Services | None = None  # PostgreSQL and Redis, for the two-instance rows
+        self.services = None  # PostgreSQL and Redis (tests/services.py), for the two-instance rows
         self.expected = reply_text(args.tokens)
         self.started = time.monotonic()
 
@@ -97,7 +97,7 @@ class Bench:
         if target.server == "trickle-2i":
             if self.services is None:
                 log("starting PostgreSQL and Redis (scripts/services) …")
-                self.services = Services().start()
+                self.services = start_services()
             return TrickleInstances(self.upstream, self.services, self.run_dir, target.app_dir or self.args.app_dir)
         return Trickle(self.upstream, target.workers, self.run_dir, target.app_dir or self.args.app_dir)
 
@@ -469,7 +469,7 @@ def main(argv=None) -> int:
         return 2
     finally:
         if bench.services is not None:
-            bench.services.stop()
+            bench.services.destroy()
         if bench.upstream is not None:
             summary = bench.upstream.stop()
             if summary:

@@ -288,41 +288,24 @@ class Trickle(Server):
             path.unlink(missing_ok=True)
 
 
-class Services:
+def start_services():
     """Throwaway PostgreSQL and Redis (`scripts/services`, which installs them if missing) for the rows
-    with several instances; destroyed at the end of the run."""
+    with several instances: the tests' own helper, destroyed with `.destroy()` at the end of the run."""
+    import pytest
 
-    def __init__(self):
-        self.dir: str | None = None
+    from tests.services import Services
 
-    def start(self) -> Services:
-        result = subprocess.run([str(ROOT / "scripts" / "services"), "start"], capture_output=True, text=True,
-                                timeout=600)
-        if result.returncode != 0:
-            raise BenchError(f"scripts/services could not start PostgreSQL and Redis:\n{result.stderr[-2000:]}")
-        found = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-        self.dir, self.database_url, self.redis_url = found["SERVICES_DIR"], found["DATABASE_URL"], found["REDIS_URL"]
-        return self
-
-    def new_database(self) -> str:
-        import psycopg
-
-        name = "bench_" + secrets.token_hex(4)
-        with psycopg.connect(self.database_url, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-        return self.database_url.rsplit("/", 1)[0] + "/" + name
-
-    def stop(self) -> None:
-        if self.dir:
-            subprocess.run([str(ROOT / "scripts" / "services"), "destroy", self.dir], capture_output=True, timeout=120)
-            self.dir = None
+    try:
+        return Services()
+    except pytest.fail.Exception as err:  # how that helper reports a failure to start
+        raise BenchError(str(err)) from None
 
 
 class TrickleInstances(Server):
     """Target (c): two instances of one gevent worker each, sharing one PostgreSQL and one Redis, as
     two dynos behind a load balancer. Their CPU and memory are summed; the services' own CPU is not."""
 
-    def __init__(self, upstream: Upstream, services: Services, log_dir: Path, app_dir: Path = ROOT, count: int = 2):
+    def __init__(self, upstream: Upstream, services, log_dir: Path, app_dir: Path = ROOT, count: int = 2):
         self.services = services
         self.instances = [Trickle(upstream, 1, log_dir, app_dir, env={"REDIS_URL": services.redis_url,
                                                                        "DB_POOL_SIZE": "20"})
