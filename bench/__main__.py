@@ -515,13 +515,11 @@ def main(argv=None) -> int:
 
 def _tree(server) -> list[int]:
     """Every process of the server under test (of each instance, when there are several)."""
-    roots = server.roots() if hasattr(server, "roots") else [server.pid]
-    return [pid for root in roots for pid in procstat.tree(root)]
+    return [pid for root in server.roots() for pid in procstat.tree(root)]
 
 
 def _tree_cpu(server) -> float:
-    roots = server.roots() if hasattr(server, "roots") else [server.pid]
-    return sum(procstat.tree_cpu(root) for root in roots)
+    return sum(procstat.tree_cpu(root) for root in server.roots())
 
 
 def _loadavg() -> float:

@@ -122,6 +122,10 @@ class Server:
     def workers(self) -> list[int]:
         return [self.pid]
 
+    def roots(self) -> list[int]:
+        """The top processes of the server under test (one per instance)."""
+        return [self.pid]
+
     def stop(self) -> None:
         if self.process is not None:
             _kill_tree(self.process)
