@@ -120,17 +120,14 @@ class PageEvents:
         self.message_id = message_id
         self.render_final = render_final
         self.splitter = Splitter()
-        self.length = 0
         self.in_step = False  # the page's blocks are the splitter's: true when the stream began at its cursor
 
     def start(self, prefix: str, cursor: int) -> str:
         self.splitter = Splitter(prefix)  # the page already shows this much
-        self.length = len(prefix)
         self.in_step = len(prefix) == cursor
         return ""
 
     def text(self, delta: str, cursor: int) -> str:
-        self.length += len(delta)
         blocks = self.splitter.feed(delta)
         if not blocks:
             return sse.event(str(escape(delta)), "delta", cursor)
@@ -142,7 +139,8 @@ class PageEvents:
         return sse.event(str(escape(notice or "")), "status", cursor)
 
     def finish(self, generation, cursor: int) -> str:
-        shown = Shown(self.length, self.splitter.tail) if self.in_step else None
+        # In step, the page got every character up to the end: `cursor` is what it holds.
+        shown = Shown(cursor, self.splitter.tail) if self.in_step else None
         return sse.event(self.render_final(generation, shown), "done", cursor)
 
 

@@ -249,7 +249,7 @@ def _final_renderer(message_id: int):
     environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
     token = session.get("csrf", "")
 
-    def render(_generation, shown: Shown | None = None) -> str:
+    def render(_generation, shown: Shown | None) -> str:
         with app.request_context(environ):
             session["csrf"] = token  # the forms in the fragment carry this page's token
             state = app.extensions["trickle"]
