@@ -55,14 +55,21 @@ def _request(method: str, path: str, host: str, headers: dict, body: bytes = b""
 def first_request(mode: str, host: str, prompt: str, session: dict | None = None) -> bytes:
     messages = [{"role": "user", "content": prompt}]
     if mode == "openai":
-        body = json.dumps({"model": "bench", "messages": messages, "stream": True,
-                           "stream_options": {"include_usage": True}}).encode()
-        return _request("POST", "/v1/chat/completions", host, {
-            "Content-Type": "application/json", "Authorization": "Bearer x", "Accept": "text/event-stream"}, body)
+        body = json.dumps(
+            {"model": "bench", "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+        ).encode()
+        return _request(
+            "POST",
+            "/v1/chat/completions",
+            host,
+            {"Content-Type": "application/json", "Authorization": "Bearer x", "Accept": "text/event-stream"},
+            body,
+        )
     if mode == "api":
         body = json.dumps({"messages": messages}).encode()
-        return _request("POST", "/api/chat", host, {"Content-Type": "application/json",
-                                                     "Accept": "text/event-stream"}, body)
+        return _request(
+            "POST", "/api/chat", host, {"Content-Type": "application/json", "Accept": "text/event-stream"}, body
+        )
     if mode == "page":
         body = ("content=" + quote_plus(prompt)).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true", "Accept": "text/html"}
@@ -124,7 +131,7 @@ class HttpResponse:
             if end < 0:
                 return []
             lines = self.buf[:end].decode("latin-1").split("\r\n")
-            self.buf = self.buf[end + 4:]
+            self.buf = self.buf[end + 4 :]
             try:
                 self.status = int(lines[0].split()[1])
             except (IndexError, ValueError):
@@ -149,13 +156,13 @@ class HttpResponse:
                     self.buf = b""
                     break
                 if size == 0:
-                    if self.buf.find(b"\r\n", line_end + 2) >= 0 or self.buf[line_end:line_end + 4] == b"\r\n\r\n":
+                    if self.buf.find(b"\r\n", line_end + 2) >= 0 or self.buf[line_end : line_end + 4] == b"\r\n\r\n":
                         self.complete = True
                     break
                 if len(self.buf) < line_end + 2 + size + 2:
                     break
-                parts.append(self.buf[line_end + 2:line_end + 2 + size])
-                self.buf = self.buf[line_end + 4 + size:]
+                parts.append(self.buf[line_end + 2 : line_end + 2 + size])
+                self.buf = self.buf[line_end + 4 + size :]
             data = b"".join(parts)
         else:
             data, self.buf = self.buf, b""
@@ -172,7 +179,7 @@ class HttpResponse:
             if end < 0:
                 return events
             events.append(self.sse[:end])
-            self.sse = self.sse[end + 2:]
+            self.sse = self.sse[end + 2 :]
 
 
 def parse_event(raw: bytes) -> tuple[str | None, str | None]:
@@ -226,8 +233,19 @@ def text_of_message(fragment: str) -> str | None:
 
 def analyse(mode: str, stream: Stream, expected: str) -> dict:
     """Per-stream figures from the timed recvs."""
-    result = {"ttft_ms": None, "gap_ms": None, "chars": 0, "exact": False, "bytes": 0, "post_bytes": 0,
-              "post_ms": None, "error": stream.error, "status": None, "contents": 0, "late": False}
+    result = {
+        "ttft_ms": None,
+        "gap_ms": None,
+        "chars": 0,
+        "exact": False,
+        "bytes": 0,
+        "post_bytes": 0,
+        "post_ms": None,
+        "error": stream.error,
+        "status": None,
+        "contents": 0,
+        "late": False,
+    }
     if mode == "page" and stream.post_recvs:
         result["post_bytes"] = sum(len(d) for _, d in stream.post_recvs)
         if stream.t_post is not None:
@@ -258,8 +276,9 @@ def analyse(mode: str, stream: Stream, expected: str) -> dict:
     result["status"] = response.status
     if response.status not in (0, 200) and not result["error"]:
         result["error"] = f"HTTP {response.status}"
-    complete = response.complete or (response.headers is not None and not response.chunked
-                                     and response.length is None and stream.eof)
+    complete = response.complete or (
+        response.headers is not None and not response.chunked and response.length is None and stream.eof
+    )
     body = "".join(text)
     if mode == "page" and body != expected and done_html:
         # The answer had ended before the events request attached: the page gets it whole in `done`
@@ -287,8 +306,23 @@ def analyse(mode: str, stream: Stream, expected: str) -> dict:
 
 # -- the run --------------------------------------------------------------------------
 class Stream:
-    __slots__ = ("index", "sock", "fd", "state", "phase", "t0", "out", "recvs", "post_recvs", "error", "eof",
-                 "t_end", "t_post", "session", "prefix")
+    __slots__ = (
+        "index",
+        "sock",
+        "fd",
+        "state",
+        "phase",
+        "t0",
+        "out",
+        "recvs",
+        "post_recvs",
+        "error",
+        "eof",
+        "t_end",
+        "t_post",
+        "session",
+        "prefix",
+    )
 
     def __init__(self, index: int):
         self.index = index
@@ -356,8 +390,9 @@ class LoadGen:
             stream.post_recvs = stream.recvs
             stream.session = self.sessions[index % len(self.sessions)]
         port = self.port_of(stream)
-        self.connect(stream, first_request(self.mode, f"{self.host}:{port}", f"Benchmark question {index}",
-                                           stream.session), port)
+        self.connect(
+            stream, first_request(self.mode, f"{self.host}:{port}", f"Benchmark question {index}", stream.session), port
+        )
 
     def close(self, stream: Stream) -> None:
         if self.fds.pop(stream.fd, None) is not None:
@@ -385,8 +420,9 @@ class LoadGen:
             stream.recvs = []
             stream.eof = False
             port = self.port_of(stream, hop=1)
-            self.connect(stream, events_request(html.unescape(match.group(1)), f"{self.host}:{port}", stream.session),
-                         port)
+            self.connect(
+                stream, events_request(html.unescape(match.group(1)), f"{self.host}:{port}", stream.session), port
+            )
             return
         self.end(stream)
 
@@ -458,8 +494,10 @@ class LoadGen:
                 if now >= next_progress:
                     next_progress = now + 5
                     exact = sum(1 for r in self.results if r["exact"])
-                    print(f"PROGRESS {now - started:.0f} started={next_index} ended={len(self.results)} "
-                          f"exact={exact}", flush=True)
+                    print(
+                        f"PROGRESS {now - started:.0f} started={next_index} ended={len(self.results)} exact={exact}",
+                        flush=True,
+                    )
                 if now >= soak_end and self.running == 0:
                     break
             else:

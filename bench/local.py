@@ -36,8 +36,14 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=300, help="max tokens of the local answer (default 300)")
     parser.add_argument("--loads", type=int, default=20, help="page loads per phase (default 20)")
     args = parser.parse_args()
-    server = AppServer({"CHAT_PROVIDER": "local", "MAX_TOKENS": str(args.tokens), "TEMPERATURE": "0",
-                        "RATE_LIMIT_PER_IP": "100000/minute"}).start()
+    server = AppServer(
+        {
+            "CHAT_PROVIDER": "local",
+            "MAX_TOKENS": str(args.tokens),
+            "TEMPERATURE": "0",
+            "RATE_LIMIT_PER_IP": "100000/minute",
+        }
+    ).start()
     try:
         writer, visitor = client(server), client(server)
         warm = writer.post(server.url("/messages"), data={"content": "Hi"}, headers={"HX-Request": "true"})
@@ -47,8 +53,11 @@ def main() -> int:
         while storage.get_message(engine, warm_id).status == "streaming" and time.monotonic() < deadline:
             time.sleep(0.2)  # the first answer loads the model
         idle = page_loads(visitor, server, args.loads)
-        sent = writer.post(server.url("/messages"), headers={"HX-Request": "true"},
-                           data={"content": "Write a long essay about lighthouses, their history and keepers."})
+        sent = writer.post(
+            server.url("/messages"),
+            headers={"HX-Request": "true"},
+            data={"content": "Write a long essay about lighthouses, their history and keepers."},
+        )
         answer_id = int(re.search(r'id="message-(\d+)" hx-ext', sent.text).group(1))
         time.sleep(0.5)
         busy = page_loads(visitor, server, args.loads)
@@ -59,12 +68,18 @@ def main() -> int:
         row = storage.get_message(engine, answer_id)
         seconds = (row.duration_ms - row.ttft_ms) / 1000 if row.duration_ms and row.ttft_ms is not None else 0
         rate = row.tokens_out / seconds if seconds else 0.0
-        print(f"Local model: {row.tokens_out} tokens in {seconds:.1f} s = {rate:.0f} tokens/s "
-              f"(first token {row.ttft_ms} ms)")
-        print(f"  page load (GET /) with the model idle:       p50 {statistics.median(idle):.0f} ms, "
-              f"max {max(idle):.0f} ms")
-        print(f"  page load while it generates ({'all' if still_running else 'some'} during the answer): "
-              f"p50 {statistics.median(busy):.0f} ms, max {max(busy):.0f} ms")
+        print(
+            f"Local model: {row.tokens_out} tokens in {seconds:.1f} s = {rate:.0f} tokens/s "
+            f"(first token {row.ttft_ms} ms)"
+        )
+        print(
+            f"  page load (GET /) with the model idle:       p50 {statistics.median(idle):.0f} ms, "
+            f"max {max(idle):.0f} ms"
+        )
+        print(
+            f"  page load while it generates ({'all' if still_running else 'some'} during the answer): "
+            f"p50 {statistics.median(busy):.0f} ms, max {max(busy):.0f} ms"
+        )
     finally:
         server.stop()
     return 0

@@ -60,8 +60,9 @@ def measure_bytes(server: AppServer, upstream: FakeUpstream, answer: str) -> tup
     """SSE bytes of one page-flow stream, and the size of the answer's final rendered HTML."""
     upstream.push(Script(text=answer, delay=0.001))
     session = client(server)
-    response = session.post(server.url("/messages"), data={"content": "Write the long one."},
-                            headers={"HX-Request": "true"}, timeout=30)
+    response = session.post(
+        server.url("/messages"), data={"content": "Write the long one."}, headers={"HX-Request": "true"}, timeout=30
+    )
     url = re.search(r'sse-connect="([^"]+)"', response.text).group(1)
     received = 0
     with session.get(server.url(url), stream=True, timeout=(10, 120)) as events:
@@ -78,9 +79,11 @@ def measure_longest_task(server: AppServer, upstream: FakeUpstream, answer: str,
 
     upstream.push(Script(text=answer, delay=delay))
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                                                   "--disable-background-networking"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.goto(server.url("/"))
         page.evaluate("""() => { window.__tasks = [];
@@ -104,17 +107,27 @@ def main() -> int:
     answer = long_answer(args.tokens)
     tokens = len(re.findall(r"\S+\s*|\s+", answer))
     upstream = FakeUpstream().start()
-    server = AppServer({"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "bench", "CHAT_MODEL": "bench",
-                        "RATE_LIMIT_PER_IP": "100000/minute"}).start()
+    server = AppServer(
+        {
+            "OPENAI_BASE_URL": upstream.base_url,
+            "OPENAI_API_KEY": "bench",
+            "CHAT_MODEL": "bench",
+            "RATE_LIMIT_PER_IP": "100000/minute",
+        }
+    ).start()
     try:
         started = time.monotonic()
         sse_bytes, html_bytes = measure_bytes(server, upstream, answer)
         longest, count = measure_longest_task(server, upstream, answer, args.delay_ms / 1000)
         print(f"Live markdown: {tokens} tokens ({len(answer):,} chars of markdown)")
-        print(f"  SSE bytes {sse_bytes:,} / rendered HTML {html_bytes:,} bytes = {sse_bytes / html_bytes:.2f}x "
-              f"(target <= 3x)")
-        print(f"  longest main-thread task while streaming in Chromium: {longest:.0f} ms "
-              f"({count} tasks over 50 ms; target: none)")
+        print(
+            f"  SSE bytes {sse_bytes:,} / rendered HTML {html_bytes:,} bytes = {sse_bytes / html_bytes:.2f}x "
+            f"(target <= 3x)"
+        )
+        print(
+            f"  longest main-thread task while streaming in Chromium: {longest:.0f} ms "
+            f"({count} tasks over 50 ms; target: none)"
+        )
         print(f"  ({time.monotonic() - started:.0f} s)")
     finally:
         server.stop()

@@ -14,7 +14,7 @@ def _stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     # the command name is in parentheses and may contain spaces: split after the last ")"
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def children(pid: int) -> list[int]:

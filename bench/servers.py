@@ -63,8 +63,11 @@ def _kill_tree(process: subprocess.Popen, timeout: float = 15.0) -> None:
 
 def base_env() -> dict[str, str]:
     """The environment without any real provider's settings: nothing may leave the machine."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("OPENAI_", "OPENROUTER_", "OLLAMA_", "CHAT_", "WEB_CONCURRENCY", "DATABASE_URL"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "OPENROUTER_", "OLLAMA_", "CHAT_", "WEB_CONCURRENCY", "DATABASE_URL"))
+    }
 
 
 # -- the fake upstream --------------------------------------------------------------
@@ -78,9 +81,22 @@ class Upstream:
     def start(self) -> Upstream:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.upstream", "--port", "0", "--tokens", str(self.tokens),
-             "--interval-ms", str(self.interval_ms)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=base_env())
+            [
+                sys.executable,
+                "-m",
+                "bench.upstream",
+                "--port",
+                "0",
+                "--tokens",
+                str(self.tokens),
+                "--interval-ms",
+                str(self.interval_ms),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=base_env(),
+        )
         line = self.process.stdout.readline().decode()
         if not line.startswith("READY "):
             raise BenchError(f"the fake upstream did not start: {line!r}")
@@ -157,8 +173,11 @@ class DirectUpstream(Server):
 
 def express_seed_dir() -> Path:
     """The read-only reference: $BENCH_EXPRESS_SEED, else shared/ beside the repository."""
-    candidates = [os.environ.get("BENCH_EXPRESS_SEED"), ROOT.parent / "shared" / "reference" / "express-seed",
-                  "/work/shared/reference/express-seed"]
+    candidates = [
+        os.environ.get("BENCH_EXPRESS_SEED"),
+        ROOT.parent / "shared" / "reference" / "express-seed",
+        "/work/shared/reference/express-seed",
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "server.mjs").exists():
             return Path(candidate)
@@ -185,8 +204,13 @@ def ensure_express(log=print) -> Path:
         raise BenchError("node and npm are needed for the Express baseline (Node 20)")
     log(f"npm ci in {target.relative_to(ROOT)} …")
     try:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=target,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     except subprocess.TimeoutExpired as err:
         raise BenchError("npm ci took more than 300 s") from err
     if done.returncode != 0:
@@ -207,11 +231,21 @@ class Express(Server):
 
     def start(self, timeout: float = 20.0) -> Express:
         self.port = free_port()
-        env = {**base_env(), "OPENAI_BASE_URL": self.upstream.base_url, "OPENAI_API_KEY": "x",
-               "PORT": str(self.port), "NODE_ENV": "production"}
+        env = {
+            **base_env(),
+            "OPENAI_BASE_URL": self.upstream.base_url,
+            "OPENAI_API_KEY": "x",
+            "PORT": str(self.port),
+            "NODE_ENV": "production",
+        }
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([shutil.which("node") or "node", "server.mjs"], cwd=self.directory, env=env,
-                                        stdout=self.log, stderr=self.log)
+        self.process = subprocess.Popen(
+            [shutil.which("node") or "node", "server.mjs"],
+            cwd=self.directory,
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -228,23 +262,43 @@ SECRET_KEY = secrets.token_hex(32)  # one per run: every worker must accept the 
 
 # The load comes from one address and its rates are the point: the limits a public instance
 # needs (requests per minute, answers at once per person) would refuse it.
-BENCH_LIMITS = {"RATE_LIMIT_PER_OWNER": "1000000/minute", "RATE_LIMIT_PER_IP": "1000000/minute",
-                "MAX_CONCURRENT_PER_OWNER": "100000",
-                "MODEL_TITLES": "0"}  # the baseline names nothing: a title request would be extra load
+BENCH_LIMITS = {
+    "RATE_LIMIT_PER_OWNER": "1000000/minute",
+    "RATE_LIMIT_PER_IP": "1000000/minute",
+    "MAX_CONCURRENT_PER_OWNER": "100000",
+    "MODEL_TITLES": "0",
+}  # the baseline names nothing: a title request would be extra load
 
 
 def trickle_env(upstream: Upstream, database_url: str, workers: int, port: int) -> dict[str, str]:
-    return {**BENCH_LIMITS, **base_env(), "OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "x",
-            "CHAT_MODEL": "bench", "DATABASE_URL": database_url, "WEB_CONCURRENCY": str(workers),
-            "WORKER_CONNECTIONS": "4000", "PORT": str(port), "GRACEFUL_TIMEOUT": "5", "PYTHONUNBUFFERED": "1",
-            "SECRET_KEY": SECRET_KEY}
+    return {
+        **BENCH_LIMITS,
+        **base_env(),
+        "OPENAI_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": "x",
+        "CHAT_MODEL": "bench",
+        "DATABASE_URL": database_url,
+        "WEB_CONCURRENCY": str(workers),
+        "WORKER_CONNECTIONS": "4000",
+        "PORT": str(port),
+        "GRACEFUL_TIMEOUT": "5",
+        "PYTHONUNBUFFERED": "1",
+        "SECRET_KEY": SECRET_KEY,
+    }
 
 
 class Trickle(Server):
     """Target (b): `python -m gunicorn app:app` with gevent workers, as the Procfile runs it."""
 
-    def __init__(self, upstream: Upstream, workers: int, log_dir: Path, app_dir: Path = ROOT,
-                 database_url: str | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        upstream: Upstream,
+        workers: int,
+        log_dir: Path,
+        app_dir: Path = ROOT,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.upstream = upstream
         self.app_dir = app_dir
         self.worker_count = workers
@@ -260,7 +314,11 @@ class Trickle(Server):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"{HOST}:{self.port}"],
-            cwd=self.app_dir, env=env, stdout=self.log, stderr=self.log)
+            cwd=self.app_dir,
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -311,9 +369,10 @@ class TrickleInstances(Server):
 
     def __init__(self, upstream: Upstream, services, log_dir: Path, app_dir: Path = ROOT, count: int = 2):
         self.services = services
-        self.instances = [Trickle(upstream, 1, log_dir, app_dir, env={"REDIS_URL": services.redis_url,
-                                                                       "DB_POOL_SIZE": "20"})
-                          for _ in range(count)]
+        self.instances = [
+            Trickle(upstream, 1, log_dir, app_dir, env={"REDIS_URL": services.redis_url, "DB_POOL_SIZE": "20"})
+            for _ in range(count)
+        ]
         self.name = f"trickle-{count}i"
 
     def start(self) -> TrickleInstances:

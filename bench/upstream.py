@@ -47,17 +47,24 @@ class Reply:
 
     def __init__(self, tokens: list[str], model: str, include_usage: bool):
         def chunk(delta, finish=None):
-            obj = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": CREATED, "model": model,
-                   "system_fingerprint": None,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            obj = {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
             if include_usage:
                 obj["usage"] = None  # as OpenAI does: null on every chunk but the last
             return obj
 
         self.model = model
         self.include_usage = include_usage
-        self.head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                     b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n")
+        self.head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+            b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
+        )
         self.role = sse(chunk({"role": "assistant", "content": ""}))
         self.tokens = [sse(chunk({"content": token})) for token in tokens]
         self.finish = sse(chunk({}, "stop"))
@@ -67,10 +74,24 @@ class Reply:
     def tail(self, prompt_tokens: int) -> bytes:
         out = [self.finish]
         if self.include_usage:
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": self.completion_tokens,
-                     "total_tokens": prompt_tokens + self.completion_tokens}
-            out.append(sse({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": CREATED,
-                            "model": self.model, "system_fingerprint": None, "choices": [], "usage": usage}))
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": prompt_tokens + self.completion_tokens,
+            }
+            out.append(
+                sse(
+                    {
+                        "id": "chatcmpl-bench",
+                        "object": "chat.completion.chunk",
+                        "created": CREATED,
+                        "model": self.model,
+                        "system_fingerprint": None,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+            )
         out.append(http_chunk(b"data: [DONE]\n\n"))
         out.append(b"0\r\n\r\n")
         return b"".join(out)
@@ -118,8 +139,17 @@ class Upstream:
         self.heap: list = []
         self.seq = 0
         self.running = True
-        self.stats = {"requests": 0, "streams_started": 0, "streams_finished": 0, "streams_abandoned": 0,
-                      "tokens_sent": 0, "active": 0, "peak_active": 0, "connections": 0, "peak_connections": 0}
+        self.stats = {
+            "requests": 0,
+            "streams_started": 0,
+            "streams_finished": 0,
+            "streams_abandoned": 0,
+            "tokens_sent": 0,
+            "active": 0,
+            "peak_active": 0,
+            "connections": 0,
+            "peak_connections": 0,
+        }
 
     def reply(self, model: str, include_usage: bool) -> Reply:
         key = (model, include_usage)
@@ -310,7 +340,7 @@ class Upstream:
             length = int(headers.get("content-length") or 0)
             if len(conn.inbuf) < body_start + length:
                 return
-            body, consumed = conn.inbuf[body_start:body_start + length], body_start + length
+            body, consumed = conn.inbuf[body_start : body_start + length], body_start + length
         conn.inbuf = conn.inbuf[consumed:]
         connection = headers.get("connection", "").lower()
         conn.keep_alive = version == "HTTP/1.1" and "close" not in connection
@@ -319,20 +349,29 @@ class Upstream:
         if method == "POST" and path.endswith("/chat/completions"):
             self.chat(conn, body)
         elif method == "GET" and path.endswith("/models"):
-            self.respond(conn, 200, {"object": "list", "data": [
-                {"id": "bench", "object": "model", "created": CREATED, "owned_by": "bench"}]})
+            self.respond(
+                conn,
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": "bench", "object": "model", "created": CREATED, "owned_by": "bench"}],
+                },
+            )
         elif method == "GET" and path == "/stats":
             self.respond(conn, 200, self.snapshot())
         else:
-            self.respond(conn, 404, {"error": {"message": f"no route {method} {path}",
-                                               "type": "invalid_request_error"}})
+            self.respond(
+                conn, 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error"}}
+            )
 
     def respond(self, conn: Conn, status: int, obj) -> None:
         payload = json.dumps(obj).encode()
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
         close = "" if conn.keep_alive else "Connection: close\r\n"
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\n{close}\r\n")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n{close}\r\n"
+        )
         self.write(conn, head.encode() + payload)
         self.finish_response(conn)
 
@@ -341,20 +380,34 @@ class Upstream:
             request = json.loads(body)
             messages = request["messages"]
         except (ValueError, KeyError, TypeError):
-            self.respond(conn, 400, {"error": {"message": "body must be JSON with messages",
-                                               "type": "invalid_request_error"}})
+            self.respond(
+                conn, 400, {"error": {"message": "body must be JSON with messages", "type": "invalid_request_error"}}
+            )
             return
         model = str(request.get("model") or "bench")[:200]
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict)) // 4 + 1
         options = request.get("stream_options") or {}
         reply = self.reply(model, bool(options.get("include_usage")) if isinstance(options, dict) else False)
         if not request.get("stream"):
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": reply.completion_tokens,
-                     "total_tokens": prompt_tokens + reply.completion_tokens}
-            self.respond(conn, 200, {
-                "id": "chatcmpl-bench", "object": "chat.completion", "created": CREATED, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                             "finish_reason": "stop"}], "usage": usage})
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": prompt_tokens + reply.completion_tokens,
+            }
+            self.respond(
+                conn,
+                200,
+                {
+                    "id": "chatcmpl-bench",
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}
+                    ],
+                    "usage": usage,
+                },
+            )
             return
         head = reply.head + (b"\r\n" if conn.keep_alive else b"Connection: close\r\n\r\n")
         self.write(conn, head + reply.role)
@@ -374,9 +427,15 @@ class Upstream:
 
     def snapshot(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {**self.stats, "cpu_user_s": usage.ru_utime, "cpu_system_s": usage.ru_stime,
-                "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss,
-                "tokens_per_reply": len(self.tokens), "interval_ms": self.interval * 1000}
+        return {
+            **self.stats,
+            "cpu_user_s": usage.ru_utime,
+            "cpu_system_s": usage.ru_stime,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "max_rss_kb": usage.ru_maxrss,
+            "tokens_per_reply": len(self.tokens),
+            "interval_ms": self.interval * 1000,
+        }
 
 
 def _dechunk(buf: bytes, pos: int):
@@ -389,13 +448,13 @@ def _dechunk(buf: bytes, pos: int):
         size = int(buf[pos:line_end].split(b";")[0] or b"0", 16)
         if size == 0:
             trailer_end = buf.find(b"\r\n\r\n", line_end)
-            if trailer_end < 0 and buf[line_end:line_end + 4] != b"\r\n\r\n":
+            if trailer_end < 0 and buf[line_end : line_end + 4] != b"\r\n\r\n":
                 if len(buf) < line_end + 4:
                     return None, 0
             return b"".join(parts), (trailer_end + 4 if trailer_end >= 0 else line_end + 4)
         if len(buf) < line_end + 2 + size + 2:
             return None, 0
-        parts.append(buf[line_end + 2:line_end + 2 + size])
+        parts.append(buf[line_end + 2 : line_end + 2 + size])
         pos = line_end + 2 + size + 2
 
 
@@ -405,8 +464,9 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tokens", type=int, default=200, help="content chunks per reply (default 200)")
     parser.add_argument("--interval-ms", type=float, default=20.0, help="time between two chunks (default 20)")
-    parser.add_argument("--first-ms", type=float, default=None,
-                        help="time to the first content chunk (default: the interval)")
+    parser.add_argument(
+        "--first-ms", type=float, default=None, help="time to the first content chunk (default: the interval)"
+    )
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the bench upstream listens on the loopback only")
@@ -425,10 +485,13 @@ def main(argv=None) -> None:
         upstream.serve()
     finally:
         snap = upstream.snapshot()
-        print(f"bench upstream: {snap['cpu_s']:.2f} s CPU over {time.monotonic() - started:.1f} s, "
-              f"{snap['streams_finished']} streams, {snap['tokens_sent']} tokens, "
-              f"peak {snap['peak_active']} concurrent, max RSS {snap['max_rss_kb'] / 1024:.0f} MB",
-              file=sys.stderr, flush=True)
+        print(
+            f"bench upstream: {snap['cpu_s']:.2f} s CPU over {time.monotonic() - started:.1f} s, "
+            f"{snap['streams_finished']} streams, {snap['tokens_sent']} tokens, "
+            f"peak {snap['peak_active']} concurrent, max RSS {snap['max_rss_kb'] / 1024:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -63,10 +63,14 @@ class AppServer:
         self.log_path = Path(self.tmp) / "server.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OPENROUTER_", "OLLAMA_"))},
-            "PORT": str(self.port), "WEB_CONCURRENCY": str(workers), "DATABASE_URL": self.database_url,
-            "PYTHONUNBUFFERED": "1", "GRACEFUL_TIMEOUT": "10",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "DATABASE_URL": self.database_url,
+            "PYTHONUNBUFFERED": "1",
+            "GRACEFUL_TIMEOUT": "10",
             # Every test client is 127.0.0.1: limits are tested on purpose, not hit by accident.
-            "RATE_LIMIT_PER_IP": "100000/minute", "RATE_LIMIT_PER_OWNER": "100000/minute",
+            "RATE_LIMIT_PER_IP": "100000/minute",
+            "RATE_LIMIT_PER_OWNER": "100000/minute",
             "MAX_CONCURRENT_PER_OWNER": "100",
             # Every request the fake upstream counts is an answer's; test_titles.py asks for titles on purpose.
             "MODEL_TITLES": "0",
@@ -149,8 +153,11 @@ def make_server(upstream):
 
     def start(workers: int = 1, provider: str = "upstream", **env: str) -> AppServer:
         # "demo" is named explicitly: with the local model's packages installed, nothing configured means local.
-        base = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key",
-                "CHAT_MODEL": "fake-model"} if provider == "upstream" else {"CHAT_PROVIDER": provider}
+        base = (
+            {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key", "CHAT_MODEL": "fake-model"}
+            if provider == "upstream"
+            else {"CHAT_PROVIDER": provider}
+        )
         server = AppServer({**base, **{k: str(v) for k, v in env.items()}}, workers=workers)
         servers.append(server)
         return server.start()
@@ -163,8 +170,14 @@ def make_server(upstream):
 @pytest.fixture(scope="session")
 def shared_server(upstream):
     """One long-lived server on the fake upstream, for tests that need no special settings."""
-    server = AppServer({"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key",
-                        "CHAT_MODEL": "fake-model", "STREAM_FLUSH_MS": "30"}).start()
+    server = AppServer(
+        {
+            "OPENAI_BASE_URL": upstream.base_url,
+            "OPENAI_API_KEY": "test-key",
+            "CHAT_MODEL": "fake-model",
+            "STREAM_FLUSH_MS": "30",
+        }
+    ).start()
     yield server
     server.stop()
 
@@ -177,9 +190,17 @@ def browser():
         pytest.fail(f"Chromium not found at {CHROMIUM}: run `make test` (it installs Debian's chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()

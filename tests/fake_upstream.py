@@ -78,11 +78,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(
-            str(p.get("text", ""))
-            for p in content
-            if isinstance(p, dict) and p.get("type") == "text"
-        )
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
 
 
@@ -149,9 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send_json(
-        self, status: int, obj: Any, headers: dict[str, str] | None = None
-    ) -> None:
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -180,10 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         models = self.up.models
         if path == "/v1/models":
-            data = [
-                {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
-                for m in models
-            ]
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]
             self._send_json(200, {"object": "list", "data": data})
         elif path.startswith("/v1/models/") and path[len("/v1/models/") :] in models:
             self._send_json(
@@ -247,11 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         default_msg = script.error_message == Script.error_message
         status = script.status
         if status == 404:
-            msg = (
-                f"The model `{body.get('model')}` does not exist"
-                if default_msg
-                else script.error_message
-            )
+            msg = f"The model `{body.get('model')}` does not exist" if default_msg else script.error_message
             err = _error_body(msg, "invalid_request_error", "model_not_found")
         elif status == 401:
             msg = "Incorrect API key provided" if default_msg else script.error_message
@@ -281,11 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _prompt_tokens(body: dict) -> int:
-        return sum(
-            len(_content_text(m.get("content")).split())
-            for m in body["messages"]
-            if isinstance(m, dict)
-        )
+        return sum(len(_content_text(m.get("content")).split()) for m in body["messages"] if isinstance(m, dict))
 
     def _complete(self, script: Script, body: dict, n: int) -> None:
         tokens = self._tokens(script, body)
@@ -336,9 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
-            c = dict(
-                base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}]
-            )
+            c = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
             if include_usage:  # OpenAI then sends usage: null on all but the last chunk
                 c["usage"] = None
             return c
@@ -354,11 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
 
         def event(obj: Any) -> bool:
-            text = (
-                obj
-                if isinstance(obj, str)
-                else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-            )
+            text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
             return write(b"data: " + text.encode() + b"\n\n")
 
         def wait(seconds: float) -> bool:
@@ -429,9 +406,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if mode == "error":
                 err = dict(base, error={"message": script.error_message, "code": 502})
-                err["choices"] = [
-                    {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
-                ]
+                err["choices"] = [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]
                 if not event(err) or not write(b""):
                     return
                 rec.finished = True
@@ -487,9 +462,7 @@ class FakeUpstream:
     def __init__(self, default: Script | None = None, models: list[str] | None = None):
         self._initial_default = default or Script()
         self.default: Script = self._initial_default
-        self.models: list[str] = (
-            list(models) if models is not None else list(DEFAULT_MODELS)
-        )
+        self.models: list[str] = list(models) if models is not None else list(DEFAULT_MODELS)
         self.requests: list[dict] = []
         self.streams: list[StreamRecord] = []
         self._queue: deque[list[Any]] = deque()  # [script, remaining uses]

@@ -39,14 +39,16 @@ def ai_sdk():
     if not node or not npm:
         pytest.fail("node and npm are needed for the AI SDK tests (Debian: apt-get install nodejs npm)")
     if not _installed():
-        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
-                                timeout=600)
+        result = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True, timeout=600
+        )
         if result.returncode != 0 or not _installed():
             pytest.fail(f"npm ci in {JS} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
     def run(mode: str, api: str, arg) -> dict:
-        result = subprocess.run([node, str(JS / "aisdk_chat.mjs"), mode, api, json.dumps(arg)],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [node, str(JS / "aisdk_chat.mjs"), mode, api, json.dumps(arg)], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, f"node exited with {result.returncode}:\n{result.stderr}"
         return json.loads(result.stdout)
 
@@ -69,30 +71,39 @@ def ui_parts(response) -> list:
 
 def ai_sdk_body(*texts: str) -> dict:
     """What `DefaultChatTransport` posts for a conversation of alternating user/assistant texts."""
-    messages = [{"id": f"m{n}", "role": "user" if n % 2 == 0 else "assistant",
-                 "parts": [{"type": "text", "text": text}]} for n, text in enumerate(texts)]
+    messages = [
+        {"id": f"m{n}", "role": "user" if n % 2 == 0 else "assistant", "parts": [{"type": "text", "text": text}]}
+        for n, text in enumerate(texts)
+    ]
     return {"id": "chat-1", "messages": messages, "trigger": "submit-message", "messageId": None}
 
 
 # -- the SDK's own client, in Node ------------------------------------------------
 
+
 def test_use_chat_engine_streams_every_answer_and_sends_the_history(ai_sdk, shared_server, upstream):
-    reply = "The AI SDK reads this: ünïcödé, emoji 🎉, quotes \"x\", newlines\n\nand <b>tags</b>. " * 20
+    reply = 'The AI SDK reads this: ünïcödé, emoji 🎉, quotes "x", newlines\n\nand <b>tags</b>. ' * 20
     upstream.push(Script(text=reply, delay=0.001))
     result = ai_sdk("chat", shared_server.url("/api/chat"), ["Hello there", "And again?"])
     assert result["errors"] == []
     assert [turn["status"] for turn in result["turns"]] == ["ready", "ready"]
     messages = result["messages"]
     assert [(m["role"], m["text"]) for m in messages] == [
-        ("user", "Hello there"), ("assistant", reply), ("user", "And again?"), ("assistant", "Echo: And again?")]
+        ("user", "Hello there"),
+        ("assistant", reply),
+        ("user", "And again?"),
+        ("assistant", "Echo: And again?"),
+    ]
     assert messages[1]["id"].startswith("msg-")  # the id from the start part
     assert [p["type"] for p in messages[1]["parts"]] == ["text"]
     assert messages[1]["parts"][0]["state"] == "done"
     assert len(result["finished"]) == 2
     # the second request carried the whole conversation, parts turned into plain content
     assert upstream.requests[-1]["body"]["messages"] == [
-        {"role": "user", "content": "Hello there"}, {"role": "assistant", "content": reply},
-        {"role": "user", "content": "And again?"}]
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "And again?"},
+    ]
 
 
 def test_use_chat_stop_closes_the_upstream(ai_sdk, shared_server, upstream):
@@ -133,6 +144,7 @@ def test_a_rejected_request_reaches_use_chat_as_its_error(ai_sdk, shared_server)
 
 # -- the wire format --------------------------------------------------------------
 
+
 def test_wire_format_header_and_parts(shared_server, upstream):
     upstream.push(Script(text="Hello, wörld!", delay=0.001))
     response = requests.post(shared_server.url("/api/chat"), json=ai_sdk_body("Hi"), stream=True, timeout=30)
@@ -155,8 +167,11 @@ def test_wire_format_header_and_parts(shared_server, upstream):
 
 def test_each_event_is_one_line_of_compact_json(shared_server, upstream):
     upstream.push(Script(text="a\nb", delay=0.001))
-    raw = requests.post(shared_server.url("/api/chat?protocol=ai-sdk"), json={"messages": [
-        {"role": "user", "content": "plain content works too with ?protocol=ai-sdk"}]}, timeout=30).text
+    raw = requests.post(
+        shared_server.url("/api/chat?protocol=ai-sdk"),
+        json={"messages": [{"role": "user", "content": "plain content works too with ?protocol=ai-sdk"}]},
+        timeout=30,
+    ).text
     events = [e for e in raw.split("\n\n") if e]
     assert events[0].startswith('data: {"type":"start","messageId":"msg-')
     assert events[-1] == "data: [DONE]"
@@ -168,20 +183,41 @@ def test_each_event_is_one_line_of_compact_json(shared_server, upstream):
 
 
 def test_parts_become_plain_content_and_other_parts_are_left_out(shared_server, upstream):
-    body = {"id": "c", "trigger": "submit-message", "messages": [
-        {"id": "s", "role": "system", "parts": [{"type": "text", "text": "Be brief."}]},
-        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Look "}, {"type": "file", "url": "x"},
-                                                {"type": "text", "text": "here"}]},
-        {"id": "a1", "role": "assistant", "parts": [{"type": "step-start"}, {"type": "reasoning", "text": "hm"},
-                                                     {"type": "text", "text": "Seen."}]},
-        {"id": "a2", "role": "assistant", "parts": [{"type": "tool-search", "toolCallId": "t", "state": "x"}]},
-        {"id": "u2", "role": "user", "parts": [{"type": "text", "text": "Now?"}], "metadata": {"k": 1}},
-    ]}
+    body = {
+        "id": "c",
+        "trigger": "submit-message",
+        "messages": [
+            {"id": "s", "role": "system", "parts": [{"type": "text", "text": "Be brief."}]},
+            {
+                "id": "u1",
+                "role": "user",
+                "parts": [
+                    {"type": "text", "text": "Look "},
+                    {"type": "file", "url": "x"},
+                    {"type": "text", "text": "here"},
+                ],
+            },
+            {
+                "id": "a1",
+                "role": "assistant",
+                "parts": [
+                    {"type": "step-start"},
+                    {"type": "reasoning", "text": "hm"},
+                    {"type": "text", "text": "Seen."},
+                ],
+            },
+            {"id": "a2", "role": "assistant", "parts": [{"type": "tool-search", "toolCallId": "t", "state": "x"}]},
+            {"id": "u2", "role": "user", "parts": [{"type": "text", "text": "Now?"}], "metadata": {"k": 1}},
+        ],
+    }
     parts = ui_parts(requests.post(shared_server.url("/api/chat"), json=body, stream=True, timeout=30))
     assert parts[-2:] == [{"type": "finish"}, "[DONE]"]
     assert upstream.requests[-1]["body"]["messages"] == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Look here"},
-        {"role": "assistant", "content": "Seen."}, {"role": "user", "content": "Now?"}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Look here"},
+        {"role": "assistant", "content": "Seen."},
+        {"role": "user", "content": "Now?"},
+    ]
 
 
 def test_failure_mid_answer_closes_the_text_then_error_then_finish(shared_server, upstream):
@@ -217,8 +253,9 @@ def test_bad_ai_sdk_requests_are_400_with_a_json_error(shared_server, upstream):
 
 def test_the_reference_protocol_is_unchanged_for_content_messages(shared_server, upstream):
     upstream.push(Script(text="plain", delay=0.001))
-    response = requests.post(shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "x"}]},
-                             stream=True, timeout=30)
+    response = requests.post(
+        shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "x"}]}, stream=True, timeout=30
+    )
     assert "x-vercel-ai-ui-message-stream" not in response.headers
     data = [line[6:] for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
     assert data[-1] == "[DONE]"

@@ -23,10 +23,11 @@ def read_api_stream(response) -> tuple[str, list[str]]:
 
 
 def test_every_character_arrives_in_order_then_done(shared_server, upstream):
-    reply = "Streaming works: ünïcödé, emoji 🎉, quotes \"x\", newlines\n\nand <b>tags</b>. " * 20
+    reply = 'Streaming works: ünïcödé, emoji 🎉, quotes "x", newlines\n\nand <b>tags</b>. ' * 20
     upstream.push(Script(text=reply, delay=0.001))
-    response = requests.post(shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "hi"}]},
-                             stream=True, timeout=30)
+    response = requests.post(
+        shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "hi"}]}, stream=True, timeout=30
+    )
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["Cache-Control"] == "no-cache"
@@ -39,8 +40,9 @@ def test_every_character_arrives_in_order_then_done(shared_server, upstream):
 
 def test_messages_and_model_reach_the_upstream(shared_server, upstream):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Ping?"}]
-    response = requests.post(shared_server.url("/api/chat"), json={"messages": messages, "model": "fake-model-2"},
-                             stream=True, timeout=30)
+    response = requests.post(
+        shared_server.url("/api/chat"), json={"messages": messages, "model": "fake-model-2"}, stream=True, timeout=30
+    )
     text, _ = read_api_stream(response)
     assert text == "Echo: Ping?"
     body = upstream.requests[-1]["body"]
@@ -51,8 +53,9 @@ def test_messages_and_model_reach_the_upstream(shared_server, upstream):
 
 def test_upstream_error_mid_stream_is_an_error_event_then_done(shared_server, upstream):
     upstream.push(Script(text="one two three four five", drop_after=2))
-    response = requests.post(shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "x"}]},
-                             stream=True, timeout=30)
+    response = requests.post(
+        shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "x"}]}, stream=True, timeout=30
+    )
     text, raw = read_api_stream(response)
     assert text == "one two "
     assert "error" in json.loads(raw[-2])
@@ -76,8 +79,9 @@ def test_bad_requests_are_400_with_a_json_error(shared_server):
 
 def test_client_leaving_closes_the_upstream_request(shared_server, upstream):
     upstream.push(Script(text="word " * 400, delay=0.02))
-    response = requests.post(shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "x"}]},
-                             stream=True, timeout=30)
+    response = requests.post(
+        shared_server.url("/api/chat"), json={"messages": [{"role": "user", "content": "x"}]}, stream=True, timeout=30
+    )
     lines = response.iter_lines()
     for line in lines:
         if line.startswith(b"data: {"):

@@ -166,16 +166,22 @@ def test_a_json_body_without_the_json_content_type_is_a_400(server, upstream):
 
 def test_an_unknown_protocol_is_a_400_naming_the_choices(server, upstream):
     with changes_nothing(server, upstream):
-        response = requests.post(server.url("/api/chat?protocol=grpc"), timeout=10,
-                                 json={"messages": [{"role": "user", "content": "hi"}]})
+        response = requests.post(
+            server.url("/api/chat?protocol=grpc"), timeout=10, json={"messages": [{"role": "user", "content": "hi"}]}
+        )
         assert_json_error(response, 400, "ai-sdk")
 
 
 def test_api_text_that_is_not_valid_unicode_is_a_400(server, upstream):
     """JSON can spell a lone surrogate (\\ud800), which no UTF-8 text (and no provider) can carry."""
     with changes_nothing(server, upstream):
-        response = requests.post(server.url("/api/chat"), headers=JSON, timeout=10, stream=True,
-                                 data=b'{"messages": [{"role": "user", "content": "half a pair: \\ud800"}]}')
+        response = requests.post(
+            server.url("/api/chat"),
+            headers=JSON,
+            timeout=10,
+            stream=True,
+            data=b'{"messages": [{"role": "user", "content": "half a pair: \\ud800"}]}',
+        )
         body = response.content.decode(errors="replace")
         assert response.status_code == 400, f"{response.status_code}: {body[:300]}"
         assert_json_error(response, 400)
@@ -184,8 +190,9 @@ def test_api_text_that_is_not_valid_unicode_is_a_400(server, upstream):
 def test_an_oversize_chat_request_is_a_413(server, upstream):
     with changes_nothing(server, upstream):
         content = "x" * (MAX_CONTENT_LENGTH + 100)
-        response = requests.post(server.url("/api/chat"), json={"messages": [{"role": "user", "content": content}]},
-                                 timeout=10)
+        response = requests.post(
+            server.url("/api/chat"), json={"messages": [{"role": "user", "content": content}]}, timeout=10
+        )
         assert_json_error(response, 413)
         # Under the byte limit but over MAX_INPUT_CHARS (four times, for a whole conversation).
         messages = [{"role": "user", "content": "y" * 300} for _ in range(3)]
@@ -196,7 +203,7 @@ def test_an_oversize_chat_request_is_a_413(server, upstream):
 def chunked(body: bytes, size: int = 1000):
     """A body sent with Transfer-Encoding: chunked (no Content-Length), as a streaming client sends it."""
     for start in range(0, len(body), size):
-        yield body[start:start + size]
+        yield body[start : start + size]
 
 
 def test_an_oversize_chunked_chat_request_is_a_413(server, upstream):
@@ -217,8 +224,13 @@ def test_unknown_api_urls_and_methods_get_json_errors(server, upstream):
 
 def test_a_message_without_content_is_a_400(server, upstream, person):
     with changes_nothing(server, upstream):
-        for data in ({}, {"content": ""}, {"content": "   \n\t "}, {"text": "wrong field"},
-                     {"conversation_id": str(person.conversation_id)}):
+        for data in (
+            {},
+            {"content": ""},
+            {"content": "   \n\t "},
+            {"text": "wrong field"},
+            {"conversation_id": str(person.conversation_id)},
+        ):
             response = person.post(server.url("/messages"), data=data, headers=HX, timeout=10)
             assert "message" in assert_fragment(response, 400).lower()
             response = person.post(server.url("/messages"), data=data, allow_redirects=False, timeout=10)
@@ -229,48 +241,66 @@ def test_a_message_without_content_is_a_400(server, upstream, person):
 @pytest.mark.parametrize("conversation_id", ["abc", "1.5", "1e3", "0x10", "[]", "one"])
 def test_a_conversation_id_that_is_not_a_number_is_a_400(server, upstream, person, conversation_id):
     with changes_nothing(server, upstream):
-        response = person.post(server.url("/messages"), data={"content": "hi", "conversation_id": conversation_id},
-                               headers=HX, timeout=10)
+        response = person.post(
+            server.url("/messages"), data={"content": "hi", "conversation_id": conversation_id}, headers=HX, timeout=10
+        )
         assert_fragment(response, 400)
 
 
 @pytest.mark.parametrize("conversation_id, statuses", [("999999", (404,)), (HUGE, (404,)), ("-1", (400, 404))])
 def test_an_unknown_conversation_id_is_a_404(server, upstream, person, conversation_id, statuses):
     with changes_nothing(server, upstream):
-        response = person.post(server.url("/messages"), data={"content": "hi", "conversation_id": conversation_id},
-                               headers=HX, timeout=10)
+        response = person.post(
+            server.url("/messages"), data={"content": "hi", "conversation_id": conversation_id}, headers=HX, timeout=10
+        )
         assert response.status_code in statuses, (response.status_code, response.text[:300])
         assert_fragment(response, response.status_code)
 
 
 def test_an_unknown_model_is_a_400_naming_it(server, upstream, person):
     with changes_nothing(server, upstream):
-        response = person.post(server.url("/messages"), data={"content": "hi", "model": "gpt-9-ultra"},
-                               headers=HX, timeout=10)
+        response = person.post(
+            server.url("/messages"), data={"content": "hi", "model": "gpt-9-ultra"}, headers=HX, timeout=10
+        )
         assert "gpt-9-ultra" in assert_fragment(response, 400)
-        response = person.post(server.url(f"/c/{person.conversation_id}/options"), data={"model": "gpt-9-ultra"},
-                               headers=HX, timeout=10)
+        response = person.post(
+            server.url(f"/c/{person.conversation_id}/options"), data={"model": "gpt-9-ultra"}, headers=HX, timeout=10
+        )
         assert "gpt-9-ultra" in assert_fragment(response, 400)
 
 
 def test_a_message_over_max_input_chars_is_a_413(server, upstream, person):
     with changes_nothing(server, upstream):
-        response = person.post(server.url("/messages"), data={"content": "x" * (MAX_INPUT_CHARS + 1)}, headers=HX,
-                               timeout=10)
+        response = person.post(
+            server.url("/messages"), data={"content": "x" * (MAX_INPUT_CHARS + 1)}, headers=HX, timeout=10
+        )
         assert str(MAX_INPUT_CHARS) in assert_fragment(response, 413)
-        response = person.post(server.url(f"/c/{person.conversation_id}/options"), headers=HX, timeout=10,
-                               data={"system_prompt": "s" * (MAX_INPUT_CHARS + 1)})
+        response = person.post(
+            server.url(f"/c/{person.conversation_id}/options"),
+            headers=HX,
+            timeout=10,
+            data={"system_prompt": "s" * (MAX_INPUT_CHARS + 1)},
+        )
         assert_fragment(response, 413)
 
 
 def test_an_oversize_form_is_a_413(server, upstream, person):
     with changes_nothing(server, upstream):
         for headers in (HX, {}):
-            response = person.post(server.url("/messages"), data={"content": "x" * (MAX_CONTENT_LENGTH + 1)},
-                                   headers=headers, allow_redirects=False, timeout=10)
+            response = person.post(
+                server.url("/messages"),
+                data={"content": "x" * (MAX_CONTENT_LENGTH + 1)},
+                headers=headers,
+                allow_redirects=False,
+                timeout=10,
+            )
             assert_readable(response, 413)
-        response = person.post(server.url("/messages"), headers=HX, timeout=10,
-                               files={"content": (None, "hi"), "upload": ("big.bin", b"\0" * MAX_CONTENT_LENGTH * 2)})
+        response = person.post(
+            server.url("/messages"),
+            headers=HX,
+            timeout=10,
+            files={"content": (None, "hi"), "upload": ("big.bin", b"\0" * MAX_CONTENT_LENGTH * 2)},
+        )
         assert_readable(response, 413)
 
 
@@ -285,8 +315,10 @@ def test_an_oversize_chunked_form_is_a_413_not_cut_short(server, upstream, perso
 NOT_UTF8 = {
     "raw bytes": (b"content=caf\xe9+\xff\xfe", FORM),
     "percent-encoded": (b"content=caf%E9+%FF%FE", FORM),
-    "multipart": (b'--b\r\nContent-Disposition: form-data; name="content"\r\n\r\ncaf\xe9 \xff\xfe\r\n--b--\r\n',
-                  {"Content-Type": "multipart/form-data; boundary=b"}),
+    "multipart": (
+        b'--b\r\nContent-Disposition: form-data; name="content"\r\n\r\ncaf\xe9 \xff\xfe\r\n--b--\r\n',
+        {"Content-Type": "multipart/form-data; boundary=b"},
+    ),
 }
 
 
@@ -327,8 +359,12 @@ def test_an_answer_with_a_nul_character_is_saved_without_it(server, upstream, pe
 def test_malformed_multipart_is_a_400(server, upstream, person):
     with changes_nothing(server, upstream):
         for body in (b"--b\r\nnot a part", b"garbage", b""):
-            response = person.post(server.url("/messages"), data=body, timeout=10,
-                                   headers={**HX, "Content-Type": "multipart/form-data; boundary=b"})
+            response = person.post(
+                server.url("/messages"),
+                data=body,
+                timeout=10,
+                headers={**HX, "Content-Type": "multipart/form-data; boundary=b"},
+            )
             assert_fragment(response, 400)
 
 
@@ -337,21 +373,37 @@ def test_bad_values_for_the_conversation_controls_are_4xx(server, upstream, pers
     with changes_nothing(server, upstream):
         assert_fragment(person.post(server.url(f"/c/{cid}/rename"), data={"title": "  "}, headers=HX, timeout=10), 400)
         assert_fragment(person.post(server.url(f"/c/{cid}/rename"), data={}, headers=HX, timeout=10), 400)
-        assert_fragment(person.post(server.url(f"/messages/{answer - 1}/edit"), data={"content": " "}, headers=HX,
-                                    timeout=10), 400)
+        assert_fragment(
+            person.post(server.url(f"/messages/{answer - 1}/edit"), data={"content": " "}, headers=HX, timeout=10), 400
+        )
         # An id of the wrong kind: a question is not an answer, and an answer cannot be edited.
-        for path in (f"/messages/{answer - 1}/retry", f"/messages/{answer - 1}/regenerate",
-                     f"/messages/{answer - 1}/activate"):
+        for path in (
+            f"/messages/{answer - 1}/retry",
+            f"/messages/{answer - 1}/regenerate",
+            f"/messages/{answer - 1}/activate",
+        ):
             assert_fragment(person.post(server.url(path), headers=HX, timeout=10), 404)
-        assert_fragment(person.post(server.url(f"/messages/{answer}/edit"), data={"content": "x"}, headers=HX,
-                                    timeout=10), 404)
+        assert_fragment(
+            person.post(server.url(f"/messages/{answer}/edit"), data={"content": "x"}, headers=HX, timeout=10), 404
+        )
 
 
 # -- unknown ids -----------------------------------------------------------------------------------
 
-UNKNOWN_GETS = ["/c/999999", "/c/999999/export.md", "/c/999999/export.json", "/c/1/export.exe", "/c/abc", "/c/-1",
-                f"/c/{HUGE}", f"/c/{HUGE}/export.md", "/messages/999999/events", f"/messages/{HUGE}/events",
-                "/messages/abc/events", "/nowhere"]
+UNKNOWN_GETS = [
+    "/c/999999",
+    "/c/999999/export.md",
+    "/c/999999/export.json",
+    "/c/1/export.exe",
+    "/c/abc",
+    "/c/-1",
+    f"/c/{HUGE}",
+    f"/c/{HUGE}/export.md",
+    "/messages/999999/events",
+    f"/messages/{HUGE}/events",
+    "/messages/abc/events",
+    "/nowhere",
+]
 
 
 @pytest.mark.parametrize("path", UNKNOWN_GETS)
@@ -362,8 +414,16 @@ def test_an_unknown_page_is_a_404_page(server, upstream, person, path):
         assert "<html" in response.text and "text/event-stream" not in response.headers["Content-Type"]
 
 
-UNKNOWN_POSTS = ["/messages/{id}/stop", "/messages/{id}/retry", "/messages/{id}/regenerate", "/messages/{id}/activate",
-                 "/messages/{id}/edit", "/c/{id}/rename", "/c/{id}/options", "/c/{id}/delete"]
+UNKNOWN_POSTS = [
+    "/messages/{id}/stop",
+    "/messages/{id}/retry",
+    "/messages/{id}/regenerate",
+    "/messages/{id}/activate",
+    "/messages/{id}/edit",
+    "/c/{id}/rename",
+    "/c/{id}/options",
+    "/c/{id}/delete",
+]
 
 
 @pytest.mark.parametrize("unknown", ["999999", HUGE])
@@ -379,10 +439,16 @@ def test_a_control_on_an_unknown_id_is_a_404(server, upstream, person, pattern, 
 
 def test_odd_cursors_on_an_events_stream_still_end_with_done(server, upstream, person):
     with changes_nothing(server, upstream):
-        for query, headers in (("?cursor=abc", {}), ("?cursor=-5", {}), (f"?cursor={HUGE}", {}),
-                               ("", {"Last-Event-ID": "nonsense"}), ("", {"Last-Event-ID": HUGE})):
-            response = person.get(server.url(f"/messages/{person.answer_id}/events{query}"), headers=headers,
-                                  stream=True, timeout=10)
+        for query, headers in (
+            ("?cursor=abc", {}),
+            ("?cursor=-5", {}),
+            (f"?cursor={HUGE}", {}),
+            ("", {"Last-Event-ID": "nonsense"}),
+            ("", {"Last-Event-ID": HUGE}),
+        ):
+            response = person.get(
+                server.url(f"/messages/{person.answer_id}/events{query}"), headers=headers, stream=True, timeout=10
+            )
             assert response.status_code == 200, (query, headers)
             assert b"event: done" in read_all(response), (query, headers)
 
@@ -400,36 +466,80 @@ def read_all(response: requests.Response, limit: float = 20.0) -> bytes:
     return body
 
 
-ODD = st.sampled_from(["\x00", "\ud800", "\udfff", "\u2028", "\ufeff", "\u202e", "\U0001f600", "\r\n", "\\", '"',
-                       "<script>", "{{7*7}}", "%s", "data: [DONE]\n\n", "event: done\n"])
+ODD = st.sampled_from(
+    [
+        "\x00",
+        "\ud800",
+        "\udfff",
+        "\u2028",
+        "\ufeff",
+        "\u202e",
+        "\U0001f600",
+        "\r\n",
+        "\\",
+        '"',
+        "<script>",
+        "{{7*7}}",
+        "%s",
+        "data: [DONE]\n\n",
+        "event: done\n",
+    ]
+)
 TEXT = st.lists(st.one_of(st.characters(), ODD), max_size=20).map("".join)
 SAFE_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)  # encodable as UTF-8
-LEAF = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                 st.floats(allow_nan=False, allow_infinity=False), TEXT)
-ANY_JSON = st.recursive(LEAF, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(TEXT, inner, max_size=4)), max_leaves=12)
+LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+)
+ANY_JSON = st.recursive(
+    LEAF, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)), max_leaves=12
+)
 ROLE = st.one_of(st.sampled_from(["user", "system", "assistant", "tool", "developer", "USER", ""]), ANY_JSON)
-PART = st.fixed_dictionaries({}, optional={"type": st.one_of(st.sampled_from(["text", "file", "reasoning"]), ANY_JSON),
-                                           "text": st.one_of(TEXT, ANY_JSON), "url": TEXT})
+PART = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(st.sampled_from(["text", "file", "reasoning"]), ANY_JSON),
+        "text": st.one_of(TEXT, ANY_JSON),
+        "url": TEXT,
+    },
+)
 MESSAGE = st.one_of(
     st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]), "content": TEXT}),
-    st.fixed_dictionaries({}, optional={"role": ROLE, "content": st.one_of(TEXT, ANY_JSON), "id": TEXT,
-                                        "parts": st.one_of(st.lists(PART, max_size=3), ANY_JSON)}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "role": ROLE,
+            "content": st.one_of(TEXT, ANY_JSON),
+            "id": TEXT,
+            "parts": st.one_of(st.lists(PART, max_size=3), ANY_JSON),
+        },
+    ),
     ANY_JSON,
 )
 CHAT_BODY = st.one_of(
-    st.fixed_dictionaries({"messages": st.lists(MESSAGE, min_size=1, max_size=4)},
-                          optional={"model": st.one_of(st.sampled_from(["fake-model", "fake-model-2", "", "nope"]),
-                                                       ANY_JSON),
-                                    "id": TEXT, "trigger": TEXT, "messageId": TEXT}),
+    st.fixed_dictionaries(
+        {"messages": st.lists(MESSAGE, min_size=1, max_size=4)},
+        optional={
+            "model": st.one_of(st.sampled_from(["fake-model", "fake-model-2", "", "nope"]), ANY_JSON),
+            "id": TEXT,
+            "trigger": TEXT,
+            "messageId": TEXT,
+        },
+    ),
     st.fixed_dictionaries({}, optional={"messages": ANY_JSON, "model": ANY_JSON}),
     ANY_JSON,
 )
 # FUZZ_EXAMPLES=5000 for a long hunt; CI's 150 per run, fresh each time, add up over many runs.
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, database=None,
-                derandomize=False,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    database=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @FUZZ
@@ -443,8 +553,7 @@ FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadli
 def test_random_json_at_api_chat_never_gets_a_5xx(server, upstream, body, protocol):
     upstream.default = Script(delay=0)
     data = json.dumps(body).encode()  # ASCII: lone surrogates travel as \ud800 escapes
-    response = requests.post(server.url("/api/chat" + protocol), data=data, headers=JSON, stream=True,
-                             timeout=(5, 20))
+    response = requests.post(server.url("/api/chat" + protocol), data=data, headers=JSON, stream=True, timeout=(5, 20))
     payload = read_all(response)
     assert response.status_code < 500, (response.status_code, payload[:500])
     assert b"Traceback" not in payload
@@ -459,18 +568,30 @@ FIELD_VALUE = st.one_of(SAFE_TEXT, st.integers().map(str), st.just(""))
 
 
 @FUZZ
-@given(content=st.one_of(SAFE_TEXT, st.text(max_size=MAX_INPUT_CHARS + 20), st.just(""), st.none()),
-       conversation=st.one_of(st.none(), st.just("mine"), st.just(""), st.integers().map(str), SAFE_TEXT,
-                              st.sampled_from(["0", "-1", " 1 ", "1.0", HUGE])),
-       model=st.one_of(st.none(), st.sampled_from(["fake-model", "fake-model-2", "", "nope"]), SAFE_TEXT),
-       extra=st.dictionaries(SAFE_TEXT.filter(lambda k: k not in ("content", "conversation_id", "model", "csrf_token")),
-                             FIELD_VALUE, max_size=3),
-       htmx=st.booleans())
+@given(
+    content=st.one_of(SAFE_TEXT, st.text(max_size=MAX_INPUT_CHARS + 20), st.just(""), st.none()),
+    conversation=st.one_of(
+        st.none(),
+        st.just("mine"),
+        st.just(""),
+        st.integers().map(str),
+        SAFE_TEXT,
+        st.sampled_from(["0", "-1", " 1 ", "1.0", HUGE]),
+    ),
+    model=st.one_of(st.none(), st.sampled_from(["fake-model", "fake-model-2", "", "nope"]), SAFE_TEXT),
+    extra=st.dictionaries(
+        SAFE_TEXT.filter(lambda k: k not in ("content", "conversation_id", "model", "csrf_token")),
+        FIELD_VALUE,
+        max_size=3,
+    ),
+    htmx=st.booleans(),
+)
 @example(content="hi", conversation=HUGE, model=None, extra={}, htmx=True)  # inputs known to be dangerous: always
 @example(content="hi", conversation="9223372036854775808", model="fake-model-2", extra={}, htmx=False)
 @example(content="\x00", conversation="mine", model=None, extra={"\x00": "\x00"}, htmx=True)
-def test_random_form_fields_at_messages_never_get_a_5xx(server, upstream, person, content, conversation, model, extra,
-                                                        htmx):
+def test_random_form_fields_at_messages_never_get_a_5xx(
+    server, upstream, person, content, conversation, model, extra, htmx
+):
     upstream.default = Script(delay=0)
     data = dict(extra)
     if content is not None:
@@ -479,8 +600,9 @@ def test_random_form_fields_at_messages_never_get_a_5xx(server, upstream, person
         data["conversation_id"] = str(person.conversation_id) if conversation == "mine" else conversation
     if model is not None:
         data["model"] = model
-    response = person.post(server.url("/messages"), data=data, headers=HX if htmx else {}, allow_redirects=False,
-                           timeout=(5, 30))
+    response = person.post(
+        server.url("/messages"), data=data, headers=HX if htmx else {}, allow_redirects=False, timeout=(5, 30)
+    )
     assert response.status_code < 500, (response.status_code, data, response.text[:500])
     assert "Traceback" not in response.text
     if response.status_code >= 400:

@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_smoke(tmp_path):
     results = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(results)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     assert "TTFT p50/p99 ms" in done.stdout and "µs/tok" in done.stdout, output[-6000:]
@@ -27,8 +32,16 @@ def test_bench_smoke(tmp_path):
     payload = json.loads(results.read_text())
     rows = payload["rows"]
     targets = {row["target"] for row in rows}
-    assert targets == {"upstream", "express", "trickle-1w-api", "trickle-1w-page", "trickle-2w-api",
-                       "trickle-2w-page", "trickle-2i-api", "trickle-2i-page"}, targets
+    assert targets == {
+        "upstream",
+        "express",
+        "trickle-1w-api",
+        "trickle-1w-page",
+        "trickle-2w-api",
+        "trickle-2w-page",
+        "trickle-2i-api",
+        "trickle-2i-page",
+    }, targets
     for row in rows:
         assert not row.get("skipped"), row
         # every stream got the exact text; on a loaded machine a short page-flow answer can end before its
@@ -42,8 +55,13 @@ def test_bench_smoke(tmp_path):
 
 def test_live_markdown_bench_prints_the_byte_ratio_and_longest_task():
     """`python -m bench.markdown` on a short answer, so that it never rots (no timing is asserted)."""
-    result = subprocess.run([sys.executable, "-m", "bench.markdown", "--tokens", "400", "--delay-ms", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.markdown", "--tokens", "400", "--delay-ms", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ratio = re.search(r"SSE bytes [\d,]+ / rendered HTML [\d,]+ bytes = ([\d.]+)x", result.stdout)
     assert ratio, result.stdout

@@ -273,10 +273,13 @@ def test_reload_mid_answer_resumes_without_repeating(shared_server, upstream, pa
     # (checked live: the final `done` re-renders the whole bubble and would hide it).
     page.wait_for_function(
         "() => { const a = document.querySelector('article.message.assistant.streaming');"
-        " return !a || a.innerText.includes('Paragraph 12'); }", timeout=ANSWER_TIMEOUT)
+        " return !a || a.innerText.includes('Paragraph 12'); }",
+        timeout=ANSWER_TIMEOUT,
+    )
     live = page.evaluate(
         "() => { const a = document.querySelector('article.message.assistant.streaming .body');"
-        " return a ? a.innerText : null; }")
+        " return a ? a.innerText : null; }"
+    )
     if live is not None:  # (on a very slow machine the answer may have ended meanwhile)
         seen = re.findall(r"word\d\dx\d", live)
         expected = re.findall(r"word\d\dx\d", reply)
@@ -322,11 +325,18 @@ def test_user_text_and_model_output_never_run_script(shared_server, upstream, pa
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     tokens = [
-        "Watch this: <scr", "ipt>alert(3)</scr", "ipt> and <img sr", "c=x onerr", "or=alert(4)> and ",
-        "[a link](java", "script:alert(5)) and <a href=\"javascript:", "alert(6)\">another</a>.\n\n",
+        "Watch this: <scr",
+        "ipt>alert(3)</scr",
+        "ipt> and <img sr",
+        "c=x onerr",
+        "or=alert(4)> and ",
+        "[a link](java",
+        'script:alert(5)) and <a href="javascript:',
+        'alert(6)">another</a>.\n\n',
         "<script>alert(7)</script>\n\n",
         '<img src="x" onerror="alert(8)">\n\n',
-        "<svg onload=alert(9)>", " last line <b>bold?</b>",
+        "<svg onload=alert(9)>",
+        " last line <b>bold?</b>",
     ]
     upstream.push(Script(tokens=tokens, delay=0.02))
     typed = "<img src=x onerror=alert(1)> <script>alert(2)</script>"

@@ -114,11 +114,14 @@ def test_footnote_shows_model_tokens_first_token_time_and_speed(shared_server, u
 
 
 def test_layouts_light_dark_and_narrow(shared_server, upstream, browser):
-    upstream.push(Script(text="Some **bold** text.\n\n```python\nprint('hi')\n```\n\n"
-                              "| a | b |\n|---|---|\n| 1 | 2 |\n"))
-    for name, options in [("chat-light", {"color_scheme": "light", "viewport": {"width": 1200, "height": 800}}),
-                          ("chat-dark", {"color_scheme": "dark", "viewport": {"width": 1200, "height": 800}}),
-                          ("chat-360px", {"color_scheme": "light", "viewport": {"width": 360, "height": 740}})]:
+    upstream.push(
+        Script(text="Some **bold** text.\n\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    )
+    for name, options in [
+        ("chat-light", {"color_scheme": "light", "viewport": {"width": 1200, "height": 800}}),
+        ("chat-dark", {"color_scheme": "dark", "viewport": {"width": 1200, "height": 800}}),
+        ("chat-360px", {"color_scheme": "light", "viewport": {"width": 360, "height": 740}}),
+    ]:
         context = browser.new_context(**options)
         page = context.new_page()
         page.goto(shared_server.url("/"))
@@ -165,12 +168,15 @@ def test_view_follows_the_answer_until_the_reader_scrolls_up(shared_server, upst
     page.set_viewport_size({"width": 1000, "height": 600})
     page.goto(shared_server.url("/"))
     send(page, "Long please")
-    at_bottom = ("() => { const m = document.getElementById('messages');"
-                 " return m.scrollHeight - m.scrollTop - m.clientHeight < 80 && m.scrollHeight > m.clientHeight * 2 }")
+    at_bottom = (
+        "() => { const m = document.getElementById('messages');"
+        " return m.scrollHeight - m.scrollTop - m.clientHeight < 80 && m.scrollHeight > m.clientHeight * 2 }"
+    )
     page.wait_for_function(at_bottom)  # followed while it grew past two screens
     # A token lands before the browser has dispatched the reader's scroll event: it must not pull them back.
     page.locator("#messages").evaluate(
-        "m => { m.scrollTo(0, 0); document.dispatchEvent(new CustomEvent('htmx:sseMessage')); }")
+        "m => { m.scrollTo(0, 0); document.dispatchEvent(new CustomEvent('htmx:sseMessage')); }"
+    )
     jump = page.locator("#jump-latest")
     expect(jump).to_be_visible()
     height = page.locator("#messages").evaluate("m => m.scrollHeight")

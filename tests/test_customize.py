@@ -9,10 +9,15 @@ MIDNIGHT = ROOT / "examples" / "midnight"
 
 
 def test_acme_support_example_brands_the_page_and_every_answer_live(make_server, page):
-    server = make_server(provider="demo", DEMO_DELAY_MS="40", APP_NAME="Acme Support",
-                         WELCOME_MESSAGE="Hi! Ask me about your order.",
-                         SUGGESTED_PROMPTS="Where is my order?|How do I return an item?",
-                         TEMPLATES_DIR=str(ACME / "templates"), STATIC_DIR=str(ACME / "static"))
+    server = make_server(
+        provider="demo",
+        DEMO_DELAY_MS="40",
+        APP_NAME="Acme Support",
+        WELCOME_MESSAGE="Hi! Ask me about your order.",
+        SUGGESTED_PROMPTS="Where is my order?|How do I return an item?",
+        TEMPLATES_DIR=str(ACME / "templates"),
+        STATIC_DIR=str(ACME / "static"),
+    )
     page.goto(server.url("/"))
     expect(page.locator(".brand")).to_contain_text("Acme Support")
     expect(page.locator(".brand img.logo")).to_have_attribute("src", "/static/acme-logo.svg")

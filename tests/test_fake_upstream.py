@@ -42,17 +42,11 @@ def client(up: FakeUpstream, **kw) -> openai.OpenAI:
 
 
 def stream(up: FakeUpstream, **kw):
-    return client(up).chat.completions.create(
-        model="fake-model", messages=MSGS, stream=True, **kw
-    )
+    return client(up).chat.completions.create(model="fake-model", messages=MSGS, stream=True, **kw)
 
 
 def contents(chunks) -> list[str]:
-    return [
-        c.choices[0].delta.content
-        for c in chunks
-        if c.choices and c.choices[0].delta.content
-    ]
+    return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
 
 
 def test_stream_complete_in_order_with_usage(upstream):
@@ -86,9 +80,7 @@ def test_stream_complete_in_order_with_usage(upstream):
 def test_usage_chunk_only_when_requested(upstream):
     upstream.push(Script(text="a b"), Script(text="a b", usage=False))
     assert all(c.choices for c in stream(upstream))
-    assert all(
-        c.choices for c in stream(upstream, stream_options={"include_usage": True})
-    )
+    assert all(c.choices for c in stream(upstream, stream_options={"include_usage": True}))
 
 
 def test_default_echo_and_explicit_tokens(upstream):
@@ -207,9 +199,7 @@ def test_error_after_raises_api_error(upstream):
     # (not an APIStatusError: the HTTP status was 200), with
     # message = error["message"], body = the "error" object, code = str(code).
     # The chunk's choices/finish_reason "error" are never seen by the caller.
-    upstream.push(
-        Script(text="a b c d", error_after=2, error_message="provider melted")
-    )
+    upstream.push(Script(text="a b c d", error_after=2, error_message="provider melted"))
     got = []
     with pytest.raises(openai.APIError) as ei:
         got.extend(stream(upstream))  # keeps the chunks that arrived before the error
@@ -274,9 +264,7 @@ def test_models_list(upstream):
 
 
 def test_stop_is_prompt_during_stall():
-    up = FakeUpstream(
-        default=Script(text="a b c", stall_after=1, stall_seconds=30)
-    ).start()
+    up = FakeUpstream(default=Script(text="a b c", stall_after=1, stall_seconds=30)).start()
     s = stream(up)
     next(s), next(s)
     rec = up.streams[-1]
@@ -284,20 +272,14 @@ def test_stop_is_prompt_during_stall():
     assert rec.ended.is_set() and not rec.finished and not rec.client_closed_early
     with pytest.raises(openai.APIConnectionError):
         list(s)
-    assert not [
-        t for t in threading.enumerate() if t.name == f"fake-upstream-{up.port}"
-    ]
+    assert not [t for t in threading.enumerate() if t.name == f"fake-upstream-{up.port}"]
 
 
 def test_push_repeat_ordering_and_reset(upstream):
     c = client(upstream)
 
     def ask() -> str:
-        return (
-            c.chat.completions.create(model="fake-model", messages=MSGS)
-            .choices[0]
-            .message.content
-        )
+        return c.chat.completions.create(model="fake-model", messages=MSGS).choices[0].message.content
 
     upstream.push(Script(text="one", repeat=2), Script(text="two"))
     upstream.push(Script(text="three"))
@@ -328,11 +310,7 @@ def test_bad_body_and_unknown_paths(upstream):
     )
     r = conn.getresponse()
     err = json.loads(r.read())["error"]
-    assert (
-        r.status == 400
-        and err["type"] == "invalid_request_error"
-        and err["code"] is None
-    )
+    assert r.status == 400 and err["type"] == "invalid_request_error" and err["code"] is None
     # Same keep-alive connection: the 400 left it usable.
     conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "m"}))
     r = conn.getresponse()
@@ -362,6 +340,4 @@ def test_concurrent_streams(upstream):
     for t in threads:
         t.join(10)
     assert results == ["p q r s"] * 4
-    assert len(upstream.streams) == 4 and all(
-        r.ended.wait(2) and r.finished for r in upstream.streams
-    )
+    assert len(upstream.streams) == 4 and all(r.ended.wait(2) and r.finished for r in upstream.streams)

@@ -63,15 +63,25 @@ def sse_events(response):
 class Listener:
     """One `GET /messages/<id>/events` response, read event by event."""
 
-    def __init__(self, server: AppServer, message_id: int, cursor: int = 0, last_event_id: int | None = None,
-                 session: requests.Session | None = None, read_timeout: float = 40.0):
+    def __init__(
+        self,
+        server: AppServer,
+        message_id: int,
+        cursor: int = 0,
+        last_event_id: int | None = None,
+        session: requests.Session | None = None,
+        read_timeout: float = 40.0,
+    ):
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         self.message_id = message_id
         self.response = (session or owner_client(server)).get(
-            server.url(f"/messages/{message_id}/events?cursor={cursor}"), headers=headers, stream=True,
-            timeout=(10, read_timeout))
+            server.url(f"/messages/{message_id}/events?cursor={cursor}"),
+            headers=headers,
+            stream=True,
+            timeout=(10, read_timeout),
+        )
         assert self.response.status_code == 200, self.response.text
         assert self.response.headers["Content-Type"].startswith("text/event-stream")
         self.events: list[Event] = []
@@ -168,14 +178,16 @@ class Sent:
     html: str
 
 
-def send(server: AppServer, content: str, conversation_id: int | None = None,
-         session: requests.Session | None = None) -> Sent:
+def send(
+    server: AppServer, content: str, conversation_id: int | None = None, session: requests.Session | None = None
+) -> Sent:
     """`POST /messages` as htmx sends it: returns at once with the two bubbles."""
     data = {"content": content}
     if conversation_id is not None:
         data["conversation_id"] = str(conversation_id)
-    response = (session or owner_client(server)).post(server.url("/messages"), data=data,
-                                                      headers={"HX-Request": "true"}, timeout=30)
+    response = (session or owner_client(server)).post(
+        server.url("/messages"), data=data, headers={"HX-Request": "true"}, timeout=30
+    )
     assert response.status_code == 200, response.text
     found = re.search(r'<article class="message assistant[^"]*" id="message-(\d+)"', response.text)
     assert found, response.text
@@ -280,8 +292,12 @@ def words(n: int, word: str = "word") -> str:
 
 
 def start_server(upstream, workers: int = 1, **env) -> AppServer:
-    base = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key", "CHAT_MODEL": "fake-model",
-            "STREAM_FLUSH_MS": "30"}
+    base = {
+        "OPENAI_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "CHAT_MODEL": "fake-model",
+        "STREAM_FLUSH_MS": "30",
+    }
     return AppServer({**base, **{k: str(v) for k, v in env.items()}}, workers=workers).start()
 
 
@@ -386,10 +402,13 @@ def test_server_errors_retry_then_fall_back_to_the_next_model(server, upstream):
     assert shown.meta and shown.meta.startswith("fake-model-2")
 
 
-@pytest.mark.parametrize("status, expected", [
-    (401, r"rejected the API key \(401\)"),
-    (404, r"does not know model 'fake-model' \(404\): check CHAT_MODEL"),
-])
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        (401, r"rejected the API key \(401\)"),
+        (404, r"does not know model 'fake-model' \(404\): check CHAT_MODEL"),
+    ],
+)
 def test_auth_and_unknown_model_errors_say_what_to_fix_and_the_app_goes_on(server, upstream, status, expected):
     upstream.push(Script(status=status))
     question = f"error {status}?"
@@ -417,8 +436,7 @@ def test_auth_and_unknown_model_errors_say_what_to_fix_and_the_app_goes_on(serve
 
 def test_unreachable_upstream_says_it_could_not_reach_it_and_the_app_goes_on(make_server, upstream):
     closed = free_port()
-    server = make_server(OPENAI_BASE_URL=f"http://127.0.0.1:{closed}/v1", UPSTREAM_RETRIES=1,
-                         CONNECT_TIMEOUT_S=2)
+    server = make_server(OPENAI_BASE_URL=f"http://127.0.0.1:{closed}/v1", UPSTREAM_RETRIES=1, CONNECT_TIMEOUT_S=2)
     question = "anyone there?"
     sent = send(server, question)
     listener = Listener(server, sent.answer_id)
@@ -463,9 +481,9 @@ def test_dropped_connection_keeps_the_partial_text_and_retry_writes_it_again(ser
     dropped = shown.outcome
 
     upstream.push(Script(text=reply))
-    response = owner_client(server).post(server.url(f"/messages/{sent.answer_id}/retry"),
-                                         headers={"HX-Request": "true"},
-                             timeout=30)
+    response = owner_client(server).post(
+        server.url(f"/messages/{sent.answer_id}/retry"), headers={"HX-Request": "true"}, timeout=30
+    )
     assert response.status_code == 200
     assert f'id="message-{sent.answer_id}"' in response.text and "sse-connect" in response.text
     listener = Listener(server, sent.answer_id)
@@ -485,8 +503,7 @@ def test_dropped_connection_keeps_the_partial_text_and_retry_writes_it_again(ser
 
 def test_error_event_mid_stream_keeps_the_partial_text_and_shows_the_providers_message(server, upstream):
     reply = words(8)
-    upstream.push(Script(text=reply, error_after=3, error_message="The model is overloaded, try later",
-                         delay=0.05))
+    upstream.push(Script(text=reply, error_after=3, error_message="The model is overloaded, try later", delay=0.05))
     question = "error event?"
     sent = send(server, question)
     listener = Listener(server, sent.answer_id)
@@ -602,7 +619,7 @@ def test_without_grace_a_listener_leaving_closes_the_upstream_and_stops_the_answ
 
 def test_reattaching_within_the_grace_resumes_without_losing_or_repeating_a_character(grace_server, upstream):
     server = grace_server
-    reply = "".join(f"w{i} <b>&amp;</b> \"q\" " for i in range(120))  # escaping must round-trip too
+    reply = "".join(f'w{i} <b>&amp;</b> "q" ' for i in range(120))  # escaping must round-trip too
     upstream.push(Script(text=reply, delay=0.02))
     question = "resume?"
     sent = send(server, question)
@@ -669,8 +686,9 @@ def test_stop_reaches_the_answer_from_another_worker(three_workers, upstream):
     # Only connections pinned to the other workers first: the stop must travel through the database.
     others = sessions_on(server, owner=False, count=2)
     for session in others:
-        response = session.post(server.url(f"/messages/{sent.answer_id}/stop"), headers={"HX-Request": "true"},
-                                timeout=10)
+        response = session.post(
+            server.url(f"/messages/{sent.answer_id}/stop"), headers={"HX-Request": "true"}, timeout=10
+        )
         assert response.status_code == 204
     done = listener.until_done(timeout=30)
     assert done is not None
@@ -685,8 +703,9 @@ def test_stop_reaches_the_answer_from_another_worker(three_workers, upstream):
     assert_one_exchange(server, sent, question)
     assert len(upstream.requests) == 1
     for _ in range(3):  # stopping an ended answer again, from wherever, is harmless
-        response = owner_client(server).post(server.url(f"/messages/{sent.answer_id}/stop"),
-                                             headers={"HX-Request": "true"}, timeout=10)
+        response = owner_client(server).post(
+            server.url(f"/messages/{sent.answer_id}/stop"), headers={"HX-Request": "true"}, timeout=10
+        )
         assert response.status_code == 204
     assert message(server, sent.answer_id).status == "stopped"
 
@@ -744,7 +763,8 @@ def test_resuming_on_another_worker_with_last_event_id_repeats_nothing(three_wor
     assert done is not None
     assert second.deltas and second.deltas[0].id > cursor
     assert before + second.text == reply, (
-        f"resumed at {cursor}: got {len(second.text)} more chars, expected {len(reply) - cursor}")
+        f"resumed at {cursor}: got {len(second.text)} more chars, expected {len(reply) - cursor}"
+    )
     assert final(sent.answer_id, done.data).status == "done"
     row = message(server, sent.answer_id)
     assert (row.status, row.content) == ("done", reply)

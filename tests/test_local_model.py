@@ -20,15 +20,23 @@ def local_packages():
 
 @pytest.fixture(scope="module")
 def local_server():
-    server = AppServer({"CHAT_PROVIDER": "local", "MAX_TOKENS": "400", "LOCAL_MAX_CONCURRENT": "1",
-                        "TEMPERATURE": "0", "DEMO_DELAY_MS": "2"}).start()
+    server = AppServer(
+        {
+            "CHAT_PROVIDER": "local",
+            "MAX_TOKENS": "400",
+            "LOCAL_MAX_CONCURRENT": "1",
+            "TEMPERATURE": "0",
+            "DEMO_DELAY_MS": "2",
+        }
+    ).start()
     yield server
     server.stop()
 
 
 def stop(server, answer_id: int) -> None:
-    response = owner_client(server).post(server.url(f"/messages/{answer_id}/stop"),
-                                         headers={"HX-Request": "true"}, timeout=10)
+    response = owner_client(server).post(
+        server.url(f"/messages/{answer_id}/stop"), headers={"HX-Request": "true"}, timeout=10
+    )
     assert response.status_code == 204
 
 
@@ -79,9 +87,11 @@ def test_other_requests_stay_fast_while_the_model_generates(local_server):
     still being written: the loop is never blocked. (A small model may end an answer early: then the
     same is tried with a longer request, three times at most.)"""
     visitor = client(local_server)
-    prompts = ["Count from 1 to 300, separating the numbers with commas.",
-               "Describe the four seasons in detail, one long paragraph each.",
-               "List one hundred animals, one per line, with a sentence about each."]
+    prompts = [
+        "Count from 1 to 300, separating the numbers with commas.",
+        "Describe the four seasons in detail, one long paragraph each.",
+        "List one hundred animals, one per line, with a sentence about each.",
+    ]
     overlapped = []
     for prompt in prompts:
         sent = send(local_server, prompt)
@@ -89,10 +99,17 @@ def test_other_requests_stay_fast_while_the_model_generates(local_server):
         assert listener.until(lambda e, listener=listener: pieces(listener) >= 2, timeout=120)
         page = visitor.get(local_server.url("/"), timeout=30)  # a second person loads the page…
         assert page.status_code == 200
-        demo = visitor.post(local_server.url("/api/chat"), stream=True, timeout=30,  # …and asks the demo model
-                            json={"messages": [{"role": "user", "content": "hi"}], "model": "demo"})
-        demo_text = "".join(json.loads(line[6:]).get("content", "") for line in demo.iter_lines(decode_unicode=True)
-                            if line.startswith("data: {"))
+        demo = visitor.post(
+            local_server.url("/api/chat"),
+            stream=True,
+            timeout=30,  # …and asks the demo model
+            json={"messages": [{"role": "user", "content": "hi"}], "model": "demo"},
+        )
+        demo_text = "".join(
+            json.loads(line[6:]).get("content", "")
+            for line in demo.iter_lines(decode_unicode=True)
+            if line.startswith("data: {")
+        )
         assert "**demo model**" in demo_text
         overlapped.append(message(local_server, sent.answer_id).status == "streaming")
         stop(local_server, sent.answer_id)
@@ -109,8 +126,9 @@ def test_a_second_question_waits_visibly_for_the_local_model(local_server):
     other = client(local_server)  # another person asks meanwhile
     second = send(local_server, "And what is two plus two?", session=other)
     second_listener = Listener(local_server, second.answer_id, session=other)
-    assert second_listener.until(lambda e: any("Waiting for the local model" in s for s in second_listener.statuses),
-                                 timeout=60)
+    assert second_listener.until(
+        lambda e: any("Waiting for the local model" in s for s in second_listener.statuses), timeout=60
+    )
     stop(local_server, first.answer_id)  # the slot goes to the waiting question
     assert first_listener.until_done(timeout=60) is not None
     assert second_listener.until_done(timeout=180) is not None

@@ -29,8 +29,10 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def test_reference_client_receives_the_full_text_exactly(page, shared_server, upstream):
-    reply = ("The reference client reads this: ünïcödé, emoji 🎉👩‍💻, CJK 漢字, quotes \"x\" and 'y', "
-             "back\\slashes, newlines\n\nand\r\n<b>tags</b> & entities &amp;. ") * 30
+    reply = (
+        "The reference client reads this: ünïcödé, emoji 🎉👩‍💻, CJK 漢字, quotes \"x\" and 'y', "
+        "back\\slashes, newlines\n\nand\r\n<b>tags</b> & entities &amp;. "
+    ) * 30
     upstream.push(Script(text=reply, delay=0.001))
     page.goto(shared_server.url("/"))
     assert page.evaluate(REFERENCE_CLIENT, HI) == reply

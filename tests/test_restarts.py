@@ -121,7 +121,8 @@ def test_killed_worker_leaves_an_interrupted_answer_with_its_saved_text(make_ser
     assert noticed >= row.heartbeat_at + STALE_AFTER - 0.5, "declared dead before the staleness window"
     assert reply.startswith(row.content), "the saved text is not a prefix of what was sent"
     assert len(row.content) >= len(surely_saved), (
-        f"lost text: {len(row.content)} chars saved, {len(surely_saved)} were sent 2.5 s before the kill")
+        f"lost text: {len(row.content)} chars saved, {len(surely_saved)} were sent 2.5 s before the kill"
+    )
     assert record.text_sent.startswith(row.content)
     assert shown.body == row.content.strip()
     assert len(upstream.requests) == 1, "nothing may restart the answer by itself"
@@ -151,13 +152,14 @@ def test_killed_worker_answer_is_closed_even_if_nobody_looks(make_server, upstre
     os.kill(worker, signal.SIGKILL)
     assert restarted(server, worker), "gunicorn did not bring a working worker back"
 
-    row = wait_for_row(server, sent.answer_id, lambda r: r.status != "streaming",
-                       timeout=STALE_AFTER + SWEEP_INTERVAL + 15)
+    row = wait_for_row(
+        server, sent.answer_id, lambda r: r.status != "streaming", timeout=STALE_AFTER + SWEEP_INTERVAL + 15
+    )
     assert row.status == "interrupted", "the dead worker's answer is still 'streaming' in the database"
     assert row.error == RESTARTED
     assert len(row.content) >= len(saved.content) and reply.startswith(row.content)
-    response = owner_client(server).post(server.url(f"/messages/{sent.answer_id}/retry"),
-                                         headers={"HX-Request": "true"},
-                             timeout=30)
+    response = owner_client(server).post(
+        server.url(f"/messages/{sent.answer_id}/retry"), headers={"HX-Request": "true"}, timeout=30
+    )
     assert response.status_code == 200, "Retry must be possible on the interrupted answer"
     assert_one_exchange(server, sent, question)

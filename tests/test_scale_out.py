@@ -36,9 +36,16 @@ SECRET = "scale-out-tests-share-this-secret-key"
 
 def start_pair(services, upstream, **extra):
     database_url = services.new_database()
-    env = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key", "CHAT_MODEL": "fake-model",
-           "STREAM_FLUSH_MS": "30", "SECRET_KEY": SECRET, "REDIS_URL": services.redis_url, "SAVE_INTERVAL_S": "5",
-           **extra}
+    env = {
+        "OPENAI_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "CHAT_MODEL": "fake-model",
+        "STREAM_FLUSH_MS": "30",
+        "SECRET_KEY": SECRET,
+        "REDIS_URL": services.redis_url,
+        "SAVE_INTERVAL_S": "5",
+        **extra,
+    }
     a = AppServer(env, workers=1, database_url=database_url).start()
     b = AppServer(env, workers=1, database_url=database_url).start()
     return a, b
@@ -93,8 +100,9 @@ def healthy_within(server: AppServer, seconds: float) -> float:
         except requests.RequestException:
             pass
         if time.monotonic() - started > seconds:
-            pytest.fail(f"{server.base_url} not healthy {seconds} s after the services came back:\n"
-                        f"{server.read_log()[-3000:]}")
+            pytest.fail(
+                f"{server.base_url} not healthy {seconds} s after the services came back:\n{server.read_log()[-3000:]}"
+            )
         time.sleep(0.2)
 
 
@@ -169,8 +177,10 @@ def _stop_on_b(a, b, upstream):
     response = other.post(b.url(f"/messages/{sent.answer_id}/stop"), headers={"HX-Request": "true"}, timeout=10)
     assert response.status_code == 204
     results = {}
-    threads = [threading.Thread(target=lambda n=name, lis=lis: results.setdefault(n, lis.until_done(timeout=30)))
-               for name, lis in (("a", on_a), ("b", on_b))]
+    threads = [
+        threading.Thread(target=lambda n=name, lis=lis: results.setdefault(n, lis.until_done(timeout=30)))
+        for name, lis in (("a", on_a), ("b", on_b))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -229,7 +239,9 @@ def test_redis_and_postgres_restarting_mid_answer_lose_nothing_and_both_instance
         read_a.join(90)
         read_b.join(90)
         assert done_a.get("value") is not None and done_b.get("value") is not None, (
-            a.read_log()[-3000:], b.read_log()[-3000:])
+            a.read_log()[-3000:],
+            b.read_log()[-3000:],
+        )
         for listener in (on_a, on_b):
             assert listener.text == reply, "characters lost or repeated across the restarts"
             assert final(sent.answer_id, listener.done.data).status == "done"
@@ -292,8 +304,13 @@ for name, slow in (("postgres", pg_sleep), ("redis", redis_block)):
 
 
 def test_a_slow_query_or_a_blocking_redis_read_does_not_block_other_requests(services):
-    result = subprocess.run([sys.executable, "-c", COOPERATIVE, services.new_database(), services.redis_url],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", COOPERATIVE, services.new_database(), services.redis_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict((line.split()[0], line.split()[1:]) for line in result.stdout.splitlines())
     for name in ("postgres", "redis"):
@@ -308,9 +325,18 @@ def test_a_database_too_busy_to_lend_a_connection_is_a_readable_503(services, up
     import psycopg
 
     database_url = services.new_database()
-    server = AppServer({"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key", "CHAT_MODEL": "fake-model",
-                        "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0", "DB_POOL_TIMEOUT": "1"},
-                       workers=1, database_url=database_url).start()
+    server = AppServer(
+        {
+            "OPENAI_BASE_URL": upstream.base_url,
+            "OPENAI_API_KEY": "test-key",
+            "CHAT_MODEL": "fake-model",
+            "DB_POOL_SIZE": "1",
+            "DB_MAX_OVERFLOW": "0",
+            "DB_POOL_TIMEOUT": "1",
+        },
+        workers=1,
+        database_url=database_url,
+    ).start()
     try:
         person = client(server)
         with psycopg.connect(database_url) as lock:
@@ -318,8 +344,13 @@ def test_a_database_too_busy_to_lend_a_connection_is_a_readable_503(services, up
             holder, held = in_thread(lambda: person.get(server.url("/"), timeout=60))
 
             def waiting_on_the_lock():
-                return lock.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                    "AND datname = current_database()").fetchone()[0] > 0
+                return (
+                    lock.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    ).fetchone()[0]
+                    > 0
+                )
 
             deadline = time.monotonic() + 20
             while not waiting_on_the_lock():  # the first request holds the only connection, blocked

@@ -48,8 +48,12 @@ class Servers:
         self.sessions: list[requests.Session] = []
 
     def start(self, workers: int = 1, **env) -> AppServer:
-        base = {"OPENAI_BASE_URL": self.upstream.base_url, "OPENAI_API_KEY": API_KEY, "CHAT_MODEL": "fake-model",
-                "STREAM_FLUSH_MS": "30"}
+        base = {
+            "OPENAI_BASE_URL": self.upstream.base_url,
+            "OPENAI_API_KEY": API_KEY,
+            "CHAT_MODEL": "fake-model",
+            "STREAM_FLUSH_MS": "30",
+        }
         server = AppServer({**base, **{k: str(v) for k, v in env.items()}}, workers=workers).start()
         self.servers.append(server)
         return server
@@ -84,13 +88,24 @@ def owner(server: AppServer) -> requests.Session:
     return session
 
 
-def post_message(server: AppServer, session: requests.Session, content: str, conversation_id: int | None = None,
-                 headers: dict | None = None, **extra) -> requests.Response:
+def post_message(
+    server: AppServer,
+    session: requests.Session,
+    content: str,
+    conversation_id: int | None = None,
+    headers: dict | None = None,
+    **extra,
+) -> requests.Response:
     data = {"content": content, **extra}
     if conversation_id is not None:
         data["conversation_id"] = str(conversation_id)
-    return session.post(server.url("/messages"), data=data, headers=HX if headers is None else headers,
-                        allow_redirects=False, timeout=30)
+    return session.post(
+        server.url("/messages"),
+        data=data,
+        headers=HX if headers is None else headers,
+        allow_redirects=False,
+        timeout=30,
+    )
 
 
 def error_message(response: requests.Response) -> str:
@@ -136,8 +151,10 @@ def engine(server: AppServer):
 
 def counts(server: AppServer) -> dict[str, int]:
     with engine(server).connect() as db:
-        return {table: db.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
-                for table in ("conversations", "messages", "usage")}
+        return {
+            table: db.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in ("conversations", "messages", "usage")
+        }
 
 
 def rows(server: AppServer, sql: str, **params) -> list:
@@ -199,9 +216,11 @@ def server(servers):
 
 
 def snapshot(server: AppServer, conversation_id: int) -> tuple:
-    return (rows(server, "SELECT * FROM conversations WHERE id = :c", c=conversation_id),
-            rows(server, "SELECT * FROM messages WHERE conversation_id = :c ORDER BY id", c=conversation_id),
-            rows(server, "SELECT * FROM usage ORDER BY id"))
+    return (
+        rows(server, "SELECT * FROM conversations WHERE id = :c", c=conversation_id),
+        rows(server, "SELECT * FROM messages WHERE conversation_id = :c ORDER BY id", c=conversation_id),
+        rows(server, "SELECT * FROM usage ORDER BY id"),
+    )
 
 
 def test_another_owner_gets_404_for_every_url_of_a_conversation_and_changes_nothing(server, upstream):
@@ -227,10 +246,14 @@ def test_another_owner_gets_404_for_every_url_of_a_conversation_and_changes_noth
         assert_readable(response, 404)
         assert secret not in response.text
     posts = [
-        (f"/messages/{answer}/stop", {}), (f"/messages/{answer}/retry", {}),
-        (f"/messages/{answer}/regenerate", {}), (f"/messages/{answer}/activate", {}),
-        (f"/messages/{question}/edit", {"content": "Bob was here"}), (f"/c/{cid}/rename", {"title": "Bob was here"}),
-        (f"/c/{cid}/options", {"model": "fake-model-2", "system_prompt": "Bob was here"}), (f"/c/{cid}/delete", {}),
+        (f"/messages/{answer}/stop", {}),
+        (f"/messages/{answer}/retry", {}),
+        (f"/messages/{answer}/regenerate", {}),
+        (f"/messages/{answer}/activate", {}),
+        (f"/messages/{question}/edit", {"content": "Bob was here"}),
+        (f"/c/{cid}/rename", {"title": "Bob was here"}),
+        (f"/c/{cid}/options", {"model": "fake-model-2", "system_prompt": "Bob was here"}),
+        (f"/c/{cid}/delete", {}),
         ("/messages", {"content": "Bob was here", "conversation_id": str(cid)}),
     ]
     for path, data in posts:
@@ -327,10 +350,16 @@ def test_every_state_changing_control_checks_the_csrf_token(server):
     bare = requests.Session()
     bare.cookies.update(alice.cookies)  # the right owner, without the token
     try:
-        for path, data in [(f"/messages/{answer}/stop", {}), (f"/messages/{answer}/retry", {}),
-                           (f"/messages/{answer}/regenerate", {}), (f"/messages/{answer}/activate", {}),
-                           (f"/messages/{answer - 1}/edit", {"content": "x"}), (f"/c/{cid}/rename", {"title": "x"}),
-                           (f"/c/{cid}/options", {"model": "fake-model-2"}), (f"/c/{cid}/delete", {})]:
+        for path, data in [
+            (f"/messages/{answer}/stop", {}),
+            (f"/messages/{answer}/retry", {}),
+            (f"/messages/{answer}/regenerate", {}),
+            (f"/messages/{answer}/activate", {}),
+            (f"/messages/{answer - 1}/edit", {"content": "x"}),
+            (f"/c/{cid}/rename", {"title": "x"}),
+            (f"/c/{cid}/options", {"model": "fake-model-2"}),
+            (f"/c/{cid}/delete", {}),
+        ]:
             assert_readable(bare.post(server.url(path), data=data, headers=HX, timeout=10), 403)
     finally:
         bare.close()
@@ -341,20 +370,30 @@ def test_a_cross_site_form_post_is_rejected(server):
     alice = owner(server)
     token = alice.headers["X-CSRF-Token"]
     mallory = owner(server)  # the attacker's own, valid token: bound to her session, not Alice's
-    cross_site = {"Origin": "https://evil.example", "Referer": "https://evil.example/page",
-                  "Sec-Fetch-Site": "cross-site", "Content-Type": "application/x-www-form-urlencoded"}
+    cross_site = {
+        "Origin": "https://evil.example",
+        "Referer": "https://evil.example/page",
+        "Sec-Fetch-Site": "cross-site",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     before = counts(server)
     # A SameSite=Lax browser sends no cookie with a cross-site POST…
-    response = requests.post(server.url("/messages"), data={"content": "pwned", "csrf_token": token},
-                             headers=cross_site, allow_redirects=False, timeout=10)
+    response = requests.post(
+        server.url("/messages"),
+        data={"content": "pwned", "csrf_token": token},
+        headers=cross_site,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert_readable(response, 403)
     # …and even a browser that did could not know the token of Alice's session.
     forged = requests.Session()
     forged.cookies.update(alice.cookies)
     try:
         for data in ({"content": "pwned"}, {"content": "pwned", "csrf_token": mallory.headers["X-CSRF-Token"]}):
-            response = forged.post(server.url("/messages"), data=data, headers=cross_site, allow_redirects=False,
-                                   timeout=10)
+            response = forged.post(
+                server.url("/messages"), data=data, headers=cross_site, allow_redirects=False, timeout=10
+            )
             assert_readable(response, 403)
     finally:
         forged.close()
@@ -366,8 +405,12 @@ def test_a_cross_site_simple_request_cannot_start_an_api_answer(server, upstream
     before, requests_before = counts(server), len(upstream.requests)
     body = '{"messages": [{"role": "user", "content": "spend their tokens"}]}'
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-        response = requests.post(server.url("/api/chat"), data=body, timeout=10,
-                                 headers={"Content-Type": content_type, "Origin": "https://evil.example"})
+        response = requests.post(
+            server.url("/api/chat"),
+            data=body,
+            timeout=10,
+            headers={"Content-Type": content_type, "Origin": "https://evil.example"},
+        )
         assert 400 <= response.status_code < 500, (content_type, response.status_code)
         assert response.json()["error"]
         assert "Access-Control-Allow-Origin" not in response.headers
@@ -377,8 +420,12 @@ def test_a_cross_site_simple_request_cannot_start_an_api_answer(server, upstream
 def test_state_changing_urls_refuse_get(server):
     alice = owner(server)
     sent, _ = exchange(server, alice, "get?")
-    for path in (f"/c/{sent.conversation_id}/delete", f"/messages/{sent.answer_id}/stop",
-                 f"/messages/{sent.answer_id}/regenerate", "/messages"):
+    for path in (
+        f"/c/{sent.conversation_id}/delete",
+        f"/messages/{sent.answer_id}/stop",
+        f"/messages/{sent.answer_id}/regenerate",
+        "/messages",
+    ):
         assert alice.get(server.url(path), timeout=10).status_code == 405, path
     assert alice.get(server.url(f"/c/{sent.conversation_id}"), timeout=10).status_code == 200
 
@@ -398,8 +445,9 @@ def login(server: AppServer, password: str = PASSWORD, next_path: str | None = N
     for started in _registry:
         started.sessions.append(session)
     params = {"next": next_path} if next_path is not None else None
-    response = session.post(server.url("/login"), params=params, data={"password": password},
-                            allow_redirects=False, timeout=10)
+    response = session.post(
+        server.url("/login"), params=params, data={"password": password}, allow_redirects=False, timeout=10
+    )
     return session, response
 
 
@@ -421,8 +469,9 @@ def test_without_the_password_every_page_redirects_to_login(gated):
 def test_without_the_password_htmx_gets_401_with_hx_redirect_and_the_api_a_json_401(gated, upstream):
     before, requests_before = counts(gated), len(upstream.requests)
     for method, path in (("get", "/conversations?q=x"), ("get", "/"), ("post", "/messages")):
-        response = getattr(requests, method)(gated.url(path), headers=HX, data={"content": "x"},
-                                             allow_redirects=False, timeout=10)
+        response = getattr(requests, method)(
+            gated.url(path), headers=HX, data={"content": "x"}, allow_redirects=False, timeout=10
+        )
         assert response.status_code == 401, path
         assert response.headers.get("HX-Redirect", "").startswith("/login")
     response = api_chat(gated, "let me in")
@@ -434,8 +483,15 @@ def test_without_the_password_htmx_gets_401_with_hx_redirect_and_the_api_a_json_
 
 
 def test_a_wrong_password_is_401_with_the_message(gated):
-    for wrong in ("", "wrong", PASSWORD[:-1], PASSWORD + "!", PASSWORD.upper(), " " + PASSWORD,
-                  PASSWORD.replace("ä", "a")):
+    for wrong in (
+        "",
+        "wrong",
+        PASSWORD[:-1],
+        PASSWORD + "!",
+        PASSWORD.upper(),
+        " " + PASSWORD,
+        PASSWORD.replace("ä", "a"),
+    ):
         session, response = login(gated, wrong)
         assert response.status_code == 401, repr(wrong)
         assert "That password is not right." in html.unescape(response.text)
@@ -459,8 +515,18 @@ def test_the_right_password_opens_a_working_session(gated, upstream):
     assert requests.get(gated.url(f"/c/{sent.conversation_id}"), allow_redirects=False, timeout=10).status_code == 302
 
 
-@pytest.mark.parametrize("next_path", ["//evil.example/x", "/\\evil.example", "/\t/evil.example", "/\\/evil.example",
-                                       "https://evil.example/", "/%09/evil.example", " //evil.example"])
+@pytest.mark.parametrize(
+    "next_path",
+    [
+        "//evil.example/x",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "/\\/evil.example",
+        "https://evil.example/",
+        "/%09/evil.example",
+        " //evil.example",
+    ],
+)
 def test_login_never_redirects_to_another_site(gated, next_path):
     _, response = login(gated, next_path=next_path)
     assert response.status_code in (302, 303)
@@ -497,8 +563,18 @@ def tokens(servers):
 
 def test_api_without_or_with_a_wrong_bearer_token_is_a_json_401(tokens, upstream):
     requests_before = len(upstream.requests)
-    for authorization in (None, "Bearer", "Bearer ", "Bearer c", "Bearer ab", "Bearer a,b", "Bearer bb",
-                          "Basic b", "b", "Token b"):
+    for authorization in (
+        None,
+        "Bearer",
+        "Bearer ",
+        "Bearer c",
+        "Bearer ab",
+        "Bearer a,b",
+        "Bearer bb",
+        "Basic b",
+        "b",
+        "Token b",
+    ):
         headers = {"Authorization": authorization} if authorization is not None else {}
         response = api_chat(tokens, "hello", **headers)
         assert response.status_code == 401, authorization
@@ -527,15 +603,25 @@ def test_api_tokens_leave_healthz_and_the_pages_open_and_guard_the_websocket(tok
 
 def import_app(**env: str) -> subprocess.CompletedProcess:
     tmp = tempfile.mkdtemp(prefix="trickle-secret-")
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("SECRET_KEY", "APP_ENV", "DYNO", "CHAT_PROVIDER")
-             and not k.startswith(("OPENAI_", "OPENROUTER_", "OLLAMA_"))}
-    return subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**clean, "DATABASE_URL": f"sqlite:///{tmp}/t.db", "CHAT_PROVIDER": "demo", **env})
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SECRET_KEY", "APP_ENV", "DYNO", "CHAT_PROVIDER")
+        and not k.startswith(("OPENAI_", "OPENROUTER_", "OLLAMA_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, "DATABASE_URL": f"sqlite:///{tmp}/t.db", "CHAT_PROVIDER": "demo", **env},
+    )
 
 
-@pytest.mark.parametrize("env", [{"APP_ENV": "production"}, {"DYNO": "web.1"},
-                                 {"APP_ENV": "production", "SECRET_KEY": "   "}])
+@pytest.mark.parametrize(
+    "env", [{"APP_ENV": "production"}, {"DYNO": "web.1"}, {"APP_ENV": "production", "SECRET_KEY": "   "}]
+)
 def test_production_without_secret_key_refuses_to_start_naming_it(env):
     result = import_app(**env)
     assert result.returncode != 0
@@ -569,8 +655,12 @@ def assert_security_headers(response: requests.Response) -> None:
     assert directives["frame-ancestors"] == ["'none'"]
     assert directives.get("object-src") == ["'none'"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] in ("same-origin", "no-referrer", "strict-origin",
-                                                   "strict-origin-when-cross-origin")
+    assert response.headers["Referrer-Policy"] in (
+        "same-origin",
+        "no-referrer",
+        "strict-origin",
+        "strict-origin-when-cross-origin",
+    )
     assert response.headers["X-Frame-Options"] == "DENY"
 
 
@@ -603,16 +693,22 @@ def assert_no_inline_code(page: str) -> None:
 
 
 # An answer with what markdown can render: an aligned table, code, a link, an image, a list.
-RICH = ("# Title\n\n| left | right | centre |\n|:---|---:|:---:|\n| 1 | 2 | 3 |\n\n```python\nprint('hi')\n```\n\n"
-        "- [a link](https://example.org) and ![img](https://example.org/i.png)\n- `code`\n")
+RICH = (
+    "# Title\n\n| left | right | centre |\n|:---|---:|:---:|\n| 1 | 2 | 3 |\n\n```python\nprint('hi')\n```\n\n"
+    "- [a link](https://example.org) and ![img](https://example.org/i.png)\n- `code`\n"
+)
 
 
 def test_pages_send_strict_security_headers(server):
     person = owner(server)
     api = api_chat(server, "headers?")
     read_api_stream(api)
-    for response in (person.get(server.url("/"), timeout=10), person.get(server.url("/c/999999"), timeout=10),
-                     person.get(server.url("/healthz"), timeout=10), api):
+    for response in (
+        person.get(server.url("/"), timeout=10),
+        person.get(server.url("/c/999999"), timeout=10),
+        person.get(server.url("/healthz"), timeout=10),
+        api,
+    ):
         assert_security_headers(response)
 
 
@@ -654,11 +750,13 @@ def test_a_message_over_max_input_chars_is_413_naming_the_limit(limited, upstrea
     assert counts(limited) == before and len(upstream.requests) == requests_before
     sent, _ = exchange(limited, person, "short")  # the edit form has the same limit
     before, requests_before = counts(limited), len(upstream.requests)
-    response = person.post(limited.url(f"/messages/{sent.answer_id - 1}/edit"), data={"content": "y" * 51},
-                           headers=HX, timeout=10)
+    response = person.post(
+        limited.url(f"/messages/{sent.answer_id - 1}/edit"), data={"content": "y" * 51}, headers=HX, timeout=10
+    )
     assert_readable(response, 413, "50")
-    response = requests.post(limited.url("/api/chat"), json={"messages": [{"role": "user", "content": "z" * 1000}]},
-                             timeout=10)
+    response = requests.post(
+        limited.url("/api/chat"), json={"messages": [{"role": "user", "content": "z" * 1000}]}, timeout=10
+    )
     assert response.status_code == 413 and "MAX_INPUT_CHARS" in response.json()["error"]
     assert counts(limited) == before and len(upstream.requests) == requests_before
     _, row = exchange(limited, person, "x" * 50)  # exactly the limit is fine
@@ -824,7 +922,9 @@ def test_an_answer_stores_the_providers_token_counts_and_its_cost(server):
 
     usage = wait_for(lambda: len(usage_rows(server, after)) >= 2 and usage_rows(server, after))
     assert [(u.conversation_id, u.model, u.tokens_in, u.tokens_out) for u in usage] == [
-        (first.conversation_id, "fake-model", 3, 4), (first.conversation_id, "fake-model", 9, 3)]
+        (first.conversation_id, "fake-model", 3, 4),
+        (first.conversation_id, "fake-model", 9, 3),
+    ]
     assert [u.cost for u in usage] == [pytest.approx(11), pytest.approx(15)]
     owners = rows(server, "SELECT owner FROM conversations WHERE id = :c", c=first.conversation_id)
     assert {u.owner for u in usage} == {owners[0][0]}
@@ -848,7 +948,11 @@ def test_api_answers_get_a_usage_row_and_nothing_else(server):
     usage = wait_for(lambda: usage_rows(server, after))
     assert len(usage) == 1
     assert (usage[0].conversation_id, usage[0].model, usage[0].tokens_in, usage[0].tokens_out) == (
-        None, "fake-model", 3, 4)
+        None,
+        "fake-model",
+        3,
+        4,
+    )
     assert usage[0].cost == pytest.approx(3 + 2 * 4)
     now = counts(server)
     assert (now["conversations"], now["messages"]) == (before["conversations"], before["messages"])
@@ -958,8 +1062,13 @@ def test_metrics_add_up_over_several_workers(servers):
     two = servers.start(workers=2, PROMETHEUS_MULTIPROC_DIR=folder)
 
     def ask(n):
-        response = requests.post(two.url("/api/chat"), json={"messages": [{"role": "user", "content": f"n {n}"}]},
-                                 headers={"Connection": "close"}, stream=True, timeout=30)
+        response = requests.post(
+            two.url("/api/chat"),
+            json={"messages": [{"role": "user", "content": f"n {n}"}]},
+            headers={"Connection": "close"},
+            stream=True,
+            timeout=30,
+        )
         answers.append(read_api_stream(response)[0])
 
     sent, answers = 0, []
@@ -984,7 +1093,9 @@ def test_metrics_add_up_over_several_workers(servers):
 STREAM_LINE = re.compile(
     r"trickle\.registry: stream kind=(?P<kind>\w+) id=(?P<id>\S+) conversation=(?P<conversation>\S+) "
     r"model=(?P<model>\S+) outcome=(?P<outcome>\w+) tokens_in=(?P<tokens_in>\d+) tokens_out=(?P<tokens_out>\d+) "
-    r"cost_usd=(?P<cost>[\d.]+) ttft_ms=(?P<ttft>\S+) duration_ms=(?P<duration>\S+)$", re.M)
+    r"cost_usd=(?P<cost>[\d.]+) ttft_ms=(?P<ttft>\S+) duration_ms=(?P<duration>\S+)$",
+    re.M,
+)
 
 
 def test_the_log_has_one_stream_line_per_answer_and_no_secrets(server, upstream):
@@ -1016,7 +1127,13 @@ def test_the_log_has_one_stream_line_per_answer_and_no_secrets(server, upstream)
     assert len([m for m in found if m["kind"] == "api"]) == api_before + 1
 
     log = server.read_log()
-    for secret in (secret_question, secret_answer, api_secret, API_KEY, person.cookies["trickle_session"],
-                   person.headers["X-CSRF-Token"]):
+    for secret in (
+        secret_question,
+        secret_answer,
+        api_secret,
+        API_KEY,
+        person.cookies["trickle_session"],
+        person.headers["X-CSRF-Token"],
+    ):
         assert secret not in log, f"the log holds {secret[:20]}…"
     assert "Traceback" not in log

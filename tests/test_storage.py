@@ -93,10 +93,19 @@ def test_migrations_build_exactly_the_tables_of_storage_and_are_idempotent(engin
 
 
 def test_init_db_command_migrates_and_is_idempotent(database_url):
-    env = {"PATH": f"{ROOT}/.venv/bin:/usr/bin:/bin", "DATABASE_URL": database_url.replace("postgresql://", "postgres://")}
+    env = {
+        "PATH": f"{ROOT}/.venv/bin:/usr/bin:/bin",
+        "DATABASE_URL": database_url.replace("postgresql://", "postgres://"),
+    }
     for _ in range(2):
-        result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "init-db"], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "init-db"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         assert f"(schema {storage.SCHEMA_REVISION})" in result.stdout
     engine = storage.make_engine(database_url)
@@ -115,8 +124,17 @@ print(storage.migrate(engine))
 
 
 def test_workers_starting_at_once_migrate_once_and_all_start(database_url):
-    processes = [subprocess.Popen([sys.executable, "-c", MIGRATE, database_url], cwd=ROOT, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, database_url],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
     for process in processes:
         assert process.stdout.readline().strip() == "ready", process.stderr.read()
     for process in processes:
@@ -138,24 +156,47 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(database_url
     """The old `create_all`, by an older version without some columns: migrating keeps the rows and
     adds what is missing."""
     old = sa.MetaData()
-    sa.Table("conversations", old, sa.Column("id", sa.Integer, primary_key=True),
-             sa.Column("title", sa.String(200), nullable=False), sa.Column("model", sa.String(200)),
-             sa.Column("created_at", sa.Float, nullable=False), sa.Column("updated_at", sa.Float, nullable=False))
-    sa.Table("messages", old, sa.Column("id", sa.Integer, primary_key=True),
-             sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
-                       nullable=False, index=True),
-             sa.Column("role", sa.String(16), nullable=False), sa.Column("content", sa.Text, nullable=False),
-             sa.Column("status", sa.String(16), nullable=False), sa.Column("error", sa.Text),
-             sa.Column("created_at", sa.Float, nullable=False), sa.Column("heartbeat_at", sa.Float),
-             sa.Column("stop_requested", sa.Boolean, nullable=False))
+    sa.Table(
+        "conversations",
+        old,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("title", sa.String(200), nullable=False),
+        sa.Column("model", sa.String(200)),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    sa.Table(
+        "messages",
+        old,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "conversation_id",
+            sa.Integer,
+            sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("content", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("heartbeat_at", sa.Float),
+        sa.Column("stop_requested", sa.Boolean, nullable=False),
+    )
     engine = storage.make_engine(database_url)
     old.create_all(engine)
     with engine.begin() as db:
-        conversation = db.execute(sa.text("INSERT INTO conversations (title, created_at, updated_at) "
-                                          "VALUES ('old', 1, 1) RETURNING id")).scalar()
-        message = db.execute(sa.text("INSERT INTO messages (conversation_id, role, content, status, created_at, "
-                                     "stop_requested) VALUES (:c, 'user', 'hello', 'done', 1, false) RETURNING id"),
-                             {"c": conversation}).scalar()
+        conversation = db.execute(
+            sa.text("INSERT INTO conversations (title, created_at, updated_at) VALUES ('old', 1, 1) RETURNING id")
+        ).scalar()
+        message = db.execute(
+            sa.text(
+                "INSERT INTO messages (conversation_id, role, content, status, created_at, "
+                "stop_requested) VALUES (:c, 'user', 'hello', 'done', 1, false) RETURNING id"
+            ),
+            {"c": conversation},
+        ).scalar()
 
     assert storage.migrate(engine) is True
     assert storage.migrate(engine) is False
@@ -200,13 +241,16 @@ def test_exchanges_alternatives_and_edits(engine):
     assert storage.get_message(engine, answer, owner="x") is None
     assert storage.count_streaming(engine, "o") == 1 and storage.count_streaming(engine, "x") == 0
 
-    storage.finish_message(engine, answer, "Hello.", "done", tokens_in=3, tokens_out=2, ttft_ms=10,
-                           duration_ms=20, cost=0.5, model="m1b")
+    storage.finish_message(
+        engine, answer, "Hello.", "done", tokens_in=3, tokens_out=2, ttft_ms=10, duration_ms=20, cost=0.5, model="m1b"
+    )
     row = storage.get_message(engine, answer)
     assert (row.content, row.status, row.tokens_out, row.cost, row.model) == ("Hello.", "done", 2, 0.5, "m1b")
     assert storage.prompt_messages(engine, conversation, answer + 1) == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-        {"role": "assistant", "content": "Hello."}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
 
     second = storage.regenerate(engine, answer, "m2")
     assert storage.alternatives(engine, storage.get_message(engine, second)) == [answer, second]
@@ -219,7 +263,9 @@ def test_exchanges_alternatives_and_edits(engine):
     new_question, new_answer = storage.edit_and_resend(engine, storage.get_message(engine, question), "Hey?", "m1")
     assert [m.id for m in storage.list_messages(engine, conversation)] == [new_question, new_answer]
     assert storage.prompt_messages(engine, conversation, new_answer) == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hey?"}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hey?"},
+    ]
 
     storage.finish_message(engine, new_answer, "partial", "stopped")
     storage.restart_message(engine, new_answer, "m3")

@@ -26,8 +26,10 @@ def test_the_model_names_a_new_conversation_while_it_answers(make_server, upstre
     expect(page.locator("#chat-title")).to_have_text("Packing for Lisbon in May")
     naming = [r["body"] for r in upstream.requests if r["body"]["model"] == "fake-titles"]
     assert len(naming) == 1 and not naming[0].get("stream")
-    assert naming[0]["messages"] == [{"role": "system", "content": PROMPT},
-                                     {"role": "user", "content": "what should I pack for a week in Lisbon in May?"}]
+    assert naming[0]["messages"] == [
+        {"role": "system", "content": PROMPT},
+        {"role": "user", "content": "what should I pack for a week in Lisbon in May?"},
+    ]
     send(page, "and for June?")  # a conversation is named once
     expect(page.locator("article.message.assistant").last).to_have_attribute("data-status", "done")
     assert len([r for r in upstream.requests if r["body"]["model"] == "fake-titles"]) == 1
@@ -70,5 +72,5 @@ def test_a_reply_is_cleaned_into_one_short_line():
     assert clean('Title: "Packing for Lisbon in May".') == "Packing for Lisbon in May"
     assert clean("\n**Trip ideas**\nHere is why…") == "Trip ideas"
     assert clean("« Recette de crêpes »") == "Recette de crêpes"
-    assert clean(" \"\" ") is None and clean("") is None
+    assert clean(' "" ') is None and clean("") is None
     assert len(clean("word " * 40)) == 58 and clean("word " * 40).endswith("…")

@@ -56,7 +56,9 @@ def test_each_event_is_one_whole_json_message():
     odd = "a line\u2028separator, a\x85next line, a\nnewline, \u2029 and 🎉"
     chunk = (encoder.start("", 0) or ": ping\n\n") + encoder.text(odd, 10) + encoder.notice("Retrying in 2 s…", 10)
     assert [json.loads(e) for e in split_events(chunk.encode())] == [
-        {"type": "token", "content": odd}, {"type": "status", "message": "Retrying in 2 s…"}]
+        {"type": "token", "content": odd},
+        {"type": "status", "message": "Retrying in 2 s…"},
+    ]
     assert split_events(b": ping\n\n") == []
 
 
@@ -68,7 +70,7 @@ def ws(shared_server):
 
 
 def test_tokens_then_done_with_usage(ws, upstream):
-    reply = "WebSockets work: ünïcödé, emoji 🎉, quotes \"x\", newlines\n\nand <b>tags</b>. " * 10
+    reply = 'WebSockets work: ünïcödé, emoji 🎉, quotes "x", newlines\n\nand <b>tags</b>. ' * 10
     upstream.push(Script(text=reply, delay=0.001))
     send(ws, {"messages": HI})
     text, events = read_answer(ws)
@@ -190,12 +192,16 @@ def test_a_second_request_while_one_runs_is_refused_and_the_first_goes_on(ws, up
     assert len(upstream.requests) == 1
 
 
-@pytest.mark.parametrize("script", [
-    Script(status=500, repeat=3),  # the first try and both retries fail
-    Script(status=401),
-    Script(text="one two three four five", drop_after=2),
-    Script(text="one two three four five", error_after=2),
-], ids=["500", "401", "drop", "error-event"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        Script(status=500, repeat=3),  # the first try and both retries fail
+        Script(status=401),
+        Script(text="one two three four five", drop_after=2),
+        Script(text="one two three four five", error_after=2),
+    ],
+    ids=["500", "401", "drop", "error-event"],
+)
 def test_upstream_failure_is_an_error_message_then_the_socket_still_works(ws, upstream, script):
     upstream.push(script)
     send(ws, {"messages": HI})
@@ -334,7 +340,7 @@ async () => {
 
 
 def test_a_browser_websocket_streams_and_cancels(page, shared_server, upstream):
-    reply = "Compressed frames, in order: ünïcödé 🎉 漢字 \"q\" <b>x</b>\n" * 200
+    reply = 'Compressed frames, in order: ünïcödé 🎉 漢字 "q" <b>x</b>\n' * 200
     upstream.push(Script(text=reply, delay=0), Script(text="word " * 400, delay=0.02))
     page.goto(shared_server.url("/"))
     result = page.evaluate(BROWSER_CLIENT)

@@ -11,8 +11,10 @@ from tests.fake_upstream import Script
 
 PAYLOADS = (Path(__file__).parent / "data" / "xss_payloads.txt").read_text().strip().splitlines()
 
-FORBIDDEN = ("script, iframe, frame, frameset, object, embed, base, meta, link, style, svg, math, form, input, "
-             "video, audio, source, marquee, details, template, noscript, isindex, bgsound, x, body")
+FORBIDDEN = (
+    "script, iframe, frame, frameset, object, embed, base, meta, link, style, svg, math, form, input, "
+    "video, audio, source, marquee, details, template, noscript, isindex, bgsound, x, body"
+)
 
 INJECTED = f"""() => {{
     const found = [];
@@ -39,7 +41,7 @@ def split_randomly(text: str, seed: int) -> list[str]:
     rng, tokens, position = random.Random(seed), [], 0
     while position < len(text):
         step = rng.randint(1, 4)
-        tokens.append(text[position:position + step])
+        tokens.append(text[position : position + step])
         position += step
     return tokens
 
@@ -60,16 +62,20 @@ def test_xss_payloads_typed_and_streamed_never_run(shared_server, upstream, page
     dialogs = guard(page)
     block_text = "\n\n".join(PAYLOADS)  # each payload its own markdown block: rendered as HTML blocks
     inline_text = " ".join(PAYLOADS)  # one long paragraph: streamed as escaped tail text
-    upstream.push(Script(tokens=split_randomly(block_text, 1), delay=0.002),
-                  Script(tokens=split_randomly(inline_text, 2), delay=0.002))
+    upstream.push(
+        Script(tokens=split_randomly(block_text, 1), delay=0.002),
+        Script(tokens=split_randomly(inline_text, 2), delay=0.002),
+    )
     page.goto(shared_server.url("/"))
 
     for typed in (block_text, inline_text):
         page.locator("#content").fill(typed)  # the user's own message carries the payloads too
         page.locator("#content").press("Enter")
         answer = page.locator("article.message.assistant").last
-        page.wait_for_function("() => { const a = [...document.querySelectorAll('article.assistant')].pop();"
-                               " return a && a.classList.contains('streaming') && a.textContent.length > 300 }")
+        page.wait_for_function(
+            "() => { const a = [...document.querySelectorAll('article.assistant')].pop();"
+            " return a && a.classList.contains('streaming') && a.textContent.length > 300 }"
+        )
         assert page.evaluate(INJECTED) == []  # mid-stream: blocks and tail
         expect(answer).to_have_attribute("data-status", "done", timeout=30000)
         assert page.evaluate(INJECTED) == []

@@ -76,8 +76,9 @@ def create_app(env: dict | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_content_length,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     database_url = settings.database_url
     if database_url is None:
@@ -116,7 +117,9 @@ def create_app(env: dict | None = None) -> Flask:
     def init_db_command():
         """Apply the database migrations (idempotent; the app also does it at start)."""
         storage.migrate(engine)
-        click.echo(f"Database ready: {engine.url.render_as_string(hide_password=True)} "
-                   f"(schema {storage.current_revision(engine)})")
+        click.echo(
+            f"Database ready: {engine.url.render_as_string(hide_password=True)} "
+            f"(schema {storage.current_revision(engine)})"
+        )
 
     return app

@@ -127,7 +127,8 @@ def chat():
     except Draining as err:
         return error_response(503, str(err))
     encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents()
-    stream = follow(generation, 0, encoder, flush_interval=app.settings.flush_interval,
-                    ping_interval=app.settings.ping_interval)
+    stream = follow(
+        generation, 0, encoder, flush_interval=app.settings.flush_interval, ping_interval=app.settings.ping_interval
+    )
     headers = {**sse.HEADERS, **aisdk.HEADERS} if ai_sdk else sse.HEADERS
     return Response(stream, headers=headers)

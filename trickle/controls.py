@@ -138,8 +138,7 @@ def options(conversation_id: int):
     system_prompt = (request.form.get("system_prompt") or "").strip()
     if len(system_prompt) > app.settings.max_input_chars:
         return error_response(413, "The system prompt is too long.")
-    storage.update_conversation(app.engine, conversation_id, model=model or None,
-                                system_prompt=system_prompt or None)
+    storage.update_conversation(app.engine, conversation_id, model=model or None, system_prompt=system_prompt or None)
     if not request.headers.get("HX-Request"):
         return _back_to(conversation_id)
     return render_template("_saved.html", model=model or app.settings.chat_model)
@@ -170,12 +169,27 @@ def export(conversation_id: int, fmt: str):
     conversation = _conversation_or_404(conversation_id)
     rows = storage.list_messages(app.engine, conversation_id)
     if fmt == "json":
-        body = json.dumps({
-            "id": conversation.id, "title": conversation.title,
-            "model": conversation.model or app.settings.chat_model, "system_prompt": conversation.system_prompt,
-            "messages": [{"role": r.role, "content": r.content, "status": r.status, "model": r.model,
-                          "tokens_in": r.tokens_in, "tokens_out": r.tokens_out} for r in rows],
-        }, ensure_ascii=False, indent=2)
+        body = json.dumps(
+            {
+                "id": conversation.id,
+                "title": conversation.title,
+                "model": conversation.model or app.settings.chat_model,
+                "system_prompt": conversation.system_prompt,
+                "messages": [
+                    {
+                        "role": r.role,
+                        "content": r.content,
+                        "status": r.status,
+                        "model": r.model,
+                        "tokens_in": r.tokens_in,
+                        "tokens_out": r.tokens_out,
+                    }
+                    for r in rows
+                ],
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
         mimetype = "application/json"
     else:
         parts = [f"# {conversation.title}\n"]

@@ -36,8 +36,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def database_away(err: OperationalError):
         log.warning("database unreachable on %s %s: %s", request.method, request.path, err.__class__.__name__)
-        return error_response(503, "The database cannot be reached right now; answers being written are "
-                                   "saved when it is back. Try again in a moment.")
+        return error_response(
+            503,
+            "The database cannot be reached right now; answers being written are "
+            "saved when it is back. Try again in a moment.",
+        )
 
     @app.errorhandler(PoolTimeout)
     def database_busy(err: PoolTimeout):

@@ -41,10 +41,21 @@ class Interrupt(BaseException):
 class Generation:
     """One answer: its text log, its outcome, and the listeners following it."""
 
-    def __init__(self, key, provider, messages: list[dict], model: str, *, fallback_models=(),
-                 retry_attempts: int = 2, retry_max_wait: float = 20.0, grace: float = 30.0,
-                 attach_timeout: float = 15.0, flush_chars: int = 2048,
-                 on_finish: Callable[[Generation, str, str | None], None] | None = None):
+    def __init__(
+        self,
+        key,
+        provider,
+        messages: list[dict],
+        model: str,
+        *,
+        fallback_models=(),
+        retry_attempts: int = 2,
+        retry_max_wait: float = 20.0,
+        grace: float = 30.0,
+        attach_timeout: float = 15.0,
+        flush_chars: int = 2048,
+        on_finish: Callable[[Generation, str, str | None], None] | None = None,
+    ):
         self.key = key
         self.provider = provider
         self.messages = messages
@@ -100,7 +111,7 @@ class Generation:
         offset = 0
         for index, part in enumerate(self.parts):
             if offset + len(part) > cursor:
-                return index + 1, part[cursor - offset:]
+                return index + 1, part[cursor - offset :]
             offset += len(part)
         return len(self.parts), ""
 
@@ -156,8 +167,9 @@ class Generation:
             if self.grace <= 0:
                 self.cancel("stopped", "Stopped: the page was closed.")
 
-    def check(self, now: float, *, watched_elsewhere: bool, first_token_timeout: float,
-              idle_timeout: float, stream_max: float) -> None:
+    def check(
+        self, now: float, *, watched_elsewhere: bool, first_token_timeout: float, idle_timeout: float, stream_max: float
+    ) -> None:
         """Apply the deadlines and the nobody-watching policy; called by the registry's monitor."""
         if self.finished:
             return
@@ -168,8 +180,9 @@ class Generation:
             if now - self.unwatched_since >= allowed:
                 return self.cancel("stopped", "Stopped: nobody was watching this answer.")
         if now - self.started_at >= stream_max:
-            return self.cancel("failed", f"The answer took longer than STREAM_MAX_S ({stream_max:g} s) "
-                                         "and was cut there.")
+            return self.cancel(
+                "failed", f"The answer took longer than STREAM_MAX_S ({stream_max:g} s) and was cut there."
+            )
         if self.first_token_at is None:
             if now - self.attempt_started_at >= first_token_timeout and not self.waiting:
                 self.cancel("failed", f"{self.provider.label} sent nothing for {first_token_timeout:g} s.")
@@ -215,7 +228,7 @@ class Generation:
                     if self.length or not err.retryable:
                         raise
                     if attempt < self.retry_attempts:
-                        wait = err.retry_after if err.retry_after is not None else 0.5 * 2 ** attempt
+                        wait = err.retry_after if err.retry_after is not None else 0.5 * 2**attempt
                         wait = min(wait, self.retry_max_wait)
                         attempt += 1
                         self._set_notice(f"{err.message} Retrying in {math.ceil(wait)} s…")

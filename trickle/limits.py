@@ -47,24 +47,32 @@ def refusal(engine, settings, registry, owner: str, conversation_id: int | None 
     """Why this owner may not start another answer now, or None."""
     running = storage.count_streaming(engine, owner) + registry.count_unstored(owner)
     if running >= settings.max_concurrent_per_owner:
-        return (f"You already have {running} answers being written; wait for one to finish "
-                f"(MAX_CONCURRENT_PER_OWNER={settings.max_concurrent_per_owner}).")
+        return (
+            f"You already have {running} answers being written; wait for one to finish "
+            f"(MAX_CONCURRENT_PER_OWNER={settings.max_concurrent_per_owner})."
+        )
     if conversation_id is not None:
         count = storage.count_messages(engine, conversation_id)
         if count + 2 > settings.max_messages_per_conversation:
-            return (f"This conversation has reached {settings.max_messages_per_conversation} messages "
-                    "(MAX_MESSAGES_PER_CONVERSATION): start a new chat.")
+            return (
+                f"This conversation has reached {settings.max_messages_per_conversation} messages "
+                "(MAX_MESSAGES_PER_CONVERSATION): start a new chat."
+            )
     since = start_of_day()
     if settings.owner_daily_token_budget is not None:
         used = storage.tokens_used(engine, since, owner)
         if used >= settings.owner_daily_token_budget:
-            return (f"You have used your {settings.owner_daily_token_budget:,} tokens for today "
-                    "(OWNER_DAILY_TOKEN_BUDGET); it resets at midnight UTC.")
+            return (
+                f"You have used your {settings.owner_daily_token_budget:,} tokens for today "
+                "(OWNER_DAILY_TOKEN_BUDGET); it resets at midnight UTC."
+            )
     if settings.daily_token_budget is not None:
         used = storage.tokens_used(engine, since)
         if used >= settings.daily_token_budget:
-            return (f"This server has used its {settings.daily_token_budget:,} tokens for today "
-                    "(DAILY_TOKEN_BUDGET); it resets at midnight UTC.")
+            return (
+                f"This server has used its {settings.daily_token_budget:,} tokens for today "
+                "(DAILY_TOKEN_BUDGET); it resets at midnight UTC."
+            )
     return None
 
 

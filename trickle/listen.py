@@ -131,8 +131,10 @@ class PageEvents:
         blocks = self.splitter.feed(delta)
         if not blocks:
             return sse.event(str(escape(delta)), "delta", cursor)
-        tail = (f'<span class="tail" id="tail-{self.message_id}" hx-swap-oob="true" sse-swap="delta" '
-                f'hx-swap="beforeend" hx-target="this">{escape(self.splitter.tail)}</span>')
+        tail = (
+            f'<span class="tail" id="tail-{self.message_id}" hx-swap-oob="true" sse-swap="delta" '
+            f'hx-swap="beforeend" hx-target="this">{escape(self.splitter.tail)}</span>'
+        )
         return sse.event("".join(blocks) + tail, "block", cursor)
 
     def notice(self, notice: str | None, cursor: int) -> str:

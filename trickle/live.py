@@ -42,8 +42,10 @@ def namespace(database_url, override: str | None = None) -> str:
     (message ids restart in every database). `REDIS_KEY_PREFIX` overrides it."""
     if override:
         return override if override.endswith(":") else override + ":"
-    where = f"{database_url.get_backend_name()}:{database_url.host or ''}:{database_url.port or ''}:" \
-            f"{database_url.database or ''}"
+    where = (
+        f"{database_url.get_backend_name()}:{database_url.host or ''}:{database_url.port or ''}:"
+        f"{database_url.database or ''}"
+    )
     return "trickle:" + hashlib.sha1(where.encode()).hexdigest()[:10] + ":"
 
 
@@ -57,8 +59,13 @@ class Bus:
 
         # One immediate retry covers a pooled connection that a Redis restart closed; no longer
         # retries or backoff here: while Redis is away, callers fall back to the database.
-        common = {"decode_responses": True, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 1),
-                  "socket_keepalive": True, "client_name": "trickle"}
+        common = {
+            "decode_responses": True,
+            "socket_connect_timeout": 2,
+            "retry": Retry(NoBackoff(), 1),
+            "socket_keepalive": True,
+            "client_name": "trickle",
+        }
         # A burst of requests waits for one of a bounded number of connections (cooperatively)
         # rather than failing: redis-py's plain pool raises past its 100 connections.
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=50, timeout=5, socket_timeout=5, **common)
@@ -73,7 +80,7 @@ class Bus:
 
     def message_id(self, key: str) -> int | None:
         prefix = self.prefix + "answer:"
-        return int(key[len(prefix):]) if key.startswith(prefix) else None
+        return int(key[len(prefix) :]) if key.startswith(prefix) else None
 
     # -- owner side --------------------------------------------------------
     def reset(self, message_id: int) -> None:
@@ -104,8 +111,7 @@ class Bus:
         results = pipe.execute()
         return {message_id for message_id, index in appended if results[index] is None}
 
-    def publish_end(self, message_id: int, offset: int, text: str, status: str, error: str | None,
-                    fresh: bool) -> None:
+    def publish_end(self, message_id: int, offset: int, text: str, status: str, error: str | None, fresh: bool) -> None:
         key = self.answer_key(message_id)
         pipe = self.client.pipeline(transaction=False)
         if fresh:
@@ -120,8 +126,9 @@ class Bus:
 
     def watch(self, message_ids: Iterable[int]) -> None:
         """Ask the owners of these answers to publish them: they are followed here."""
-        self.client.xadd(self.control, {"watch": ",".join(str(m) for m in message_ids)},
-                         maxlen=CONTROL_MAXLEN, approximate=True)
+        self.client.xadd(
+            self.control, {"watch": ",".join(str(m) for m in message_ids)}, maxlen=CONTROL_MAXLEN, approximate=True
+        )
 
     # -- the reader ------------------------------------------------------------
     def last_id(self, key: str) -> str:

@@ -44,8 +44,16 @@ def available(model_path: str | None) -> bool:
 class LocalModel:
     """Streams from a GGUF model through llama.cpp, at most `max_concurrent` answers at a time per worker."""
 
-    def __init__(self, model_path: str | None, *, max_concurrent: int = 1, threads: int = 2,
-                 max_tokens: int | None = None, temperature: float = 0.7, context: int = 2048):
+    def __init__(
+        self,
+        model_path: str | None,
+        *,
+        max_concurrent: int = 1,
+        threads: int = 2,
+        max_tokens: int | None = None,
+        temperature: float = 0.7,
+        context: int = 2048,
+    ):
         self.path = model_path or bundled_model_path()
         self.model_id = LOCAL_MODEL_ID if model_path is None else os.path.splitext(os.path.basename(self.path))[0]
         self.label = f"local model ({self.model_id}, offline)"
@@ -70,8 +78,9 @@ class LocalModel:
 
                 log.info("loading local model %s", self.path)
                 self._llama = gevent.get_hub().threadpool.apply(
-                    Llama, kwds={"model_path": self.path, "n_ctx": self.context, "n_threads": self.threads,
-                                 "verbose": False})
+                    Llama,
+                    kwds={"model_path": self.path, "n_ctx": self.context, "n_threads": self.threads, "verbose": False},
+                )
         return self._llama
 
     def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
@@ -96,8 +105,9 @@ class LocalModel:
         def produce():
             chunks = None
             try:
-                chunks = llama.create_chat_completion(messages=messages, stream=True,
-                                                      max_tokens=self.max_tokens, temperature=self.temperature)
+                chunks = llama.create_chat_completion(
+                    messages=messages, stream=True, max_tokens=self.max_tokens, temperature=self.temperature
+                )
                 for chunk in chunks:
                     if stop.is_set():
                         break

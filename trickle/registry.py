@@ -124,8 +124,9 @@ class RemoteGeneration:
             self.status, self.error = status, error
         self._signal()
 
-    def feed(self, offset: int, text: str, notice: str | None = None, status: str | None = None,
-             error: str | None = None) -> None:
+    def feed(
+        self, offset: int, text: str, notice: str | None = None, status: str | None = None, error: str | None = None
+    ) -> None:
         """One entry of the answer's Redis stream (the caller signals listeners once per read)."""
         if self.finished:
             return
@@ -142,7 +143,7 @@ class RemoteGeneration:
     def _extend(self, offset: int, text: str) -> None:
         end = offset + len(text)
         if end > self.length:
-            self.parts.append(text[self.length - offset:])
+            self.parts.append(text[self.length - offset :])
             self.length = end
         while self.ahead:  # text that was ahead of a gap this filled
             start = min(self.ahead)
@@ -150,7 +151,7 @@ class RemoteGeneration:
                 break
             chunk = self.ahead.pop(start)
             if start + len(chunk) > self.length:
-                self.parts.append(chunk[self.length - start:])
+                self.parts.append(chunk[self.length - start :])
                 self.length = start + len(chunk)
 
 
@@ -174,18 +175,32 @@ class Registry:
         self._reading = False  # the reader is connected: followers need no fast database polling
 
     # -- local generations ---------------------------------------------------
-    def start(self, key, provider, messages: list[dict], model: str, *, stored: bool = True,
-              owner: str | None = None, conversation_id: int | None = None) -> Generation:
+    def start(
+        self,
+        key,
+        provider,
+        messages: list[dict],
+        model: str,
+        *,
+        stored: bool = True,
+        owner: str | None = None,
+        conversation_id: int | None = None,
+    ) -> Generation:
         """Start a generation; `stored` ones save progress and outcome under message id `key`."""
         if self.draining:
             raise Draining("The server is restarting; send your message again in a moment.")
         settings = self.settings
         generation = Generation(
-            key, provider, messages, model,
-            fallback_models=settings.fallback_models, retry_attempts=settings.retry_attempts,
+            key,
+            provider,
+            messages,
+            model,
+            fallback_models=settings.fallback_models,
+            retry_attempts=settings.retry_attempts,
             retry_max_wait=settings.retry_max_wait,
             grace=settings.disconnect_grace if stored else 0.0,
-            attach_timeout=settings.attach_timeout, flush_chars=settings.flush_chars,
+            attach_timeout=settings.attach_timeout,
+            flush_chars=settings.flush_chars,
             on_finish=self._finished if stored else self._finished_unstored,
         )
         generation.owner, generation.conversation_id = owner, conversation_id
@@ -231,16 +246,33 @@ class Registry:
         cost = self._cost(generation)
         # The answer must reach the database, even through a restart of it: retried with backoff for
         # up to FINISH_RETRY_S. Listeners see the end only after this (`Generation._finish`).
-        saved = self._retrying(f"saving message {generation.key}", lambda: storage.finish_message(
-            self.engine, generation.key, generation.text(), outcome, error,
-            tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens,
-            ttft_ms=generation.ttft_ms, duration_ms=generation.duration_ms, cost=cost,
-            model=generation.model))
+        saved = self._retrying(
+            f"saving message {generation.key}",
+            lambda: storage.finish_message(
+                self.engine,
+                generation.key,
+                generation.text(),
+                outcome,
+                error,
+                tokens_in=usage.prompt_tokens,
+                tokens_out=usage.completion_tokens,
+                ttft_ms=generation.ttft_ms,
+                duration_ms=generation.duration_ms,
+                cost=cost,
+                model=generation.model,
+            ),
+        )
         published = self._published.pop(generation.key, None)
         if saved and published is not None:  # even unwatched: a follower may be attaching right now
             try:
-                self.bus.publish_end(generation.key, published.offset, "".join(generation.parts[published.index:]),
-                                     outcome, error, published.fresh)
+                self.bus.publish_end(
+                    generation.key,
+                    published.offset,
+                    "".join(generation.parts[published.index :]),
+                    outcome,
+                    error,
+                    published.fresh,
+                )
             except Exception:  # followers get the end from the database instead
                 self._redis.failed()
         self._account(generation, outcome, stored=True)
@@ -271,16 +303,40 @@ class Registry:
         usage = generation.usage
         cost = self._cost(generation)
         try:
-            storage.record_usage(self.engine, generation.owner, generation.conversation_id, generation.model,
-                                 usage.prompt_tokens, usage.completion_tokens, cost)
+            storage.record_usage(
+                self.engine,
+                generation.owner,
+                generation.conversation_id,
+                generation.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                cost,
+            )
         except Exception:
             log.exception("recording usage of %s failed", generation.key)
-        metrics.record_end(outcome, usage.prompt_tokens, usage.completion_tokens, cost, generation.ttft_ms,
-                           generation.duration_ms, generation.upstream_status)
-        log.info("stream kind=%s id=%s conversation=%s model=%s outcome=%s tokens_in=%d tokens_out=%d "
-                 "cost_usd=%.6f ttft_ms=%s duration_ms=%s", "page" if stored else "api", generation.key,
-                 generation.conversation_id, generation.model, outcome, usage.prompt_tokens,
-                 usage.completion_tokens, cost, generation.ttft_ms, generation.duration_ms)
+        metrics.record_end(
+            outcome,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cost,
+            generation.ttft_ms,
+            generation.duration_ms,
+            generation.upstream_status,
+        )
+        log.info(
+            "stream kind=%s id=%s conversation=%s model=%s outcome=%s tokens_in=%d tokens_out=%d "
+            "cost_usd=%.6f ttft_ms=%s duration_ms=%s",
+            "page" if stored else "api",
+            generation.key,
+            generation.conversation_id,
+            generation.model,
+            outcome,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cost,
+            generation.ttft_ms,
+            generation.duration_ms,
+        )
 
     def stop(self, message_id: int) -> None:
         """Stop an answer wherever it is being written."""
@@ -368,9 +424,13 @@ class Registry:
     def _check_deadlines(self, now: float, watched: set | None = None) -> None:
         settings = self.settings
         for generation in list(self.live.values()):
-            generation.check(now, watched_elsewhere=bool(watched and generation.key in watched),
-                             first_token_timeout=settings.first_token_timeout,
-                             idle_timeout=settings.idle_timeout, stream_max=settings.stream_max)
+            generation.check(
+                now,
+                watched_elsewhere=bool(watched and generation.key in watched),
+                first_token_timeout=settings.first_token_timeout,
+                idle_timeout=settings.idle_timeout,
+                stream_max=settings.stream_max,
+            )
 
     def _save_and_signal(self) -> None:
         stored = [g for g in self.live.values() if self._saved_length.get(g.key, -1) >= 0 and not g.finished]
@@ -411,8 +471,12 @@ class Registry:
             row = rows.get(key)
             if row is None:  # deleted meanwhile
                 remote.update(remote.text(), "failed", "This conversation was deleted.")
-            elif (row.status == STREAMING and (row.heartbeat_at or 0) < stale and key not in self.live
-                  and self._may_judge_heartbeats()):
+            elif (
+                row.status == STREAMING
+                and (row.heartbeat_at or 0) < stale
+                and key not in self.live
+                and self._may_judge_heartbeats()
+            ):
                 storage.mark_interrupted(self.engine, stale, [key])
             else:
                 remote.update(row.content, row.status, row.error)
@@ -443,7 +507,7 @@ class Registry:
         interval = max(self.settings.flush_interval, 0.01)
         failures = 0
         while self._published:
-            gevent.sleep(interval if not failures else min(0.25 * 2 ** failures, 2.0))
+            gevent.sleep(interval if not failures else min(0.25 * 2**failures, 2.0))
             batch = []
             now = time.monotonic()
             for key, state in list(self._published.items()):
@@ -457,13 +521,15 @@ class Registry:
                 notice = generation.notice
                 if count == state.index and notice == state.notice and not state.fresh:
                     continue
-                text = "".join(parts[state.index:count]) if count > state.index else ""
+                text = "".join(parts[state.index : count]) if count > state.index else ""
                 batch.append((key, state, count, text, notice))
             if not batch:
                 continue
             try:
-                lost = self.bus.publish((key, state.offset, text, None if notice == state.notice else notice or "",
-                                         state.fresh) for key, state, _, text, notice in batch)
+                lost = self.bus.publish(
+                    (key, state.offset, text, None if notice == state.notice else notice or "", state.fresh)
+                    for key, state, _, text, notice in batch
+                )
             except Exception:
                 failures += 1
                 self._redis.failed()
@@ -505,7 +571,7 @@ class Registry:
                 for remote in self.remote.values():  # Redis may have restarted empty: read every stream
                     remote.cursor = "0-0"  # from its start again (offsets drop what is known)
                 failures += 1
-                gevent.sleep(min(0.25 * 2 ** failures, 2.0))
+                gevent.sleep(min(0.25 * 2**failures, 2.0))
                 continue
             failures = 0
             self._reading = True
@@ -520,8 +586,9 @@ class Registry:
                     continue
                 remote.cursor = entries[-1][0]
                 for _, fields in entries:
-                    remote.feed(int(fields.get("o", 0)), fields.get("t", ""), fields.get("n"), fields.get("s"),
-                                fields.get("e"))
+                    remote.feed(
+                        int(fields.get("o", 0)), fields.get("t", ""), fields.get("n"), fields.get("s"), fields.get("e")
+                    )
                 remote._signal()
         self._reading = False
 

@@ -21,9 +21,36 @@ from pygments.util import ClassNotFound
 _FORMATTER = HtmlFormatter(nowrap=True, classprefix="hl-")
 
 _TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li",
-    "strong", "em", "s", "del", "code", "pre", "a", "img", "table", "thead", "tbody", "tr",
-    "th", "td", "span", "div", "button",
+    "p",
+    "br",
+    "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "strong",
+    "em",
+    "s",
+    "del",
+    "code",
+    "pre",
+    "a",
+    "img",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "span",
+    "div",
+    "button",
 }
 _ATTRIBUTES = {
     "a": {"href", "title"},
@@ -49,9 +76,11 @@ def _fence(self, tokens, idx, options, env) -> str:
     if code is None:
         code = str(escape(token.content))
     label = f'<span class="code-lang">{escape(language)}</span>' if language else '<span class="code-lang"></span>'
-    return (f'<div class="code">{label}'
-            f'<button class="copy" type="button" aria-label="Copy code">Copy</button>'
-            f'<pre><code>{code}</code></pre></div>\n')
+    return (
+        f'<div class="code">{label}'
+        f'<button class="copy" type="button" aria-label="Copy code">Copy</button>'
+        f"<pre><code>{code}</code></pre></div>\n"
+    )
 
 
 @lru_cache(maxsize=1)
@@ -75,8 +104,13 @@ def _aligned_cell(self, tokens, idx, options, env) -> str:
 
 
 def sanitize(html: str) -> str:
-    return nh3.clean(html, tags=_TAGS, attributes=_ATTRIBUTES, link_rel="noopener noreferrer",
-                     url_schemes={"http", "https", "mailto"})
+    return nh3.clean(
+        html,
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        link_rel="noopener noreferrer",
+        url_schemes={"http", "https", "mailto"},
+    )
 
 
 def render_markdown(text: str) -> Markup:
@@ -131,5 +165,5 @@ class Splitter:
             return []
         # All blocks but the last are finished: a later line can still extend the last one.
         blocks = [str(render_markdown(self.tail[start:end])) for start, end in zip(starts, starts[1:], strict=False)]
-        self.tail = self.tail[starts[-1]:]
+        self.tail = self.tail[starts[-1] :]
         return blocks

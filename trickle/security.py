@@ -26,11 +26,20 @@ OPEN_ENDPOINTS = {"static", "pages.healthz", "metrics.metrics", "security.login"
 
 # No inline script or style anywhere, so the policy can be strict: htmx is
 # configured (meta htmx-config) not to eval or inject styles.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data: https:",
-    "connect-src 'self'", "font-src 'self'", "object-src 'none'", "base-uri 'none'",
-    "form-action 'self'", "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: https:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -71,13 +80,18 @@ def _local_path(target: str) -> str:
 
 def init_app(app: Flask, settings: Settings, limiter) -> None:
     app.session_interface = _SessionInterface()
-    app.config.update(SESSION_COOKIE_NAME="trickle_session", SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=timedelta(days=365))
+    app.config.update(
+        SESSION_COOKIE_NAME="trickle_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(days=365),
+    )
     if settings.trust_proxy:  # Heroku, nginx…: scheme and client address from X-Forwarded-*
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["csrf_field"] = lambda: Markup(
-        f'<input type="hidden" name="csrf_token" value="{csrf_token()}">')
+        f'<input type="hidden" name="csrf_token" value="{csrf_token()}">'
+    )
 
     @app.before_request
     def authenticate():

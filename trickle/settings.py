@@ -204,8 +204,9 @@ def _prices(env: Mapping[str, str]) -> tuple[tuple[str, float, float], ...]:
             model, pair = item.rsplit("=", 1)
             price_in, price_out = (float(part) for part in pair.split("/"))
         except ValueError:
-            raise SettingsError(f"MODEL_PRICES entries look like model=0.25/2.00 (USD per 1M tokens in/out), "
-                                f"got {item!r}") from None
+            raise SettingsError(
+                f"MODEL_PRICES entries look like model=0.25/2.00 (USD per 1M tokens in/out), got {item!r}"
+            ) from None
         prices.append((model.strip(), price_in, price_out))
     return tuple(prices)
 
@@ -226,9 +227,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"APP_ENV must be production or development, got {app_env!r}")
     production = app_env == "production"
     if production and not env.get("SECRET_KEY", "").strip():
-        raise SettingsError("SECRET_KEY must be set in production (APP_ENV=production): it signs the cookies "
-                            "that keep each person's conversations private. Generate one with "
-                            "python -c 'import secrets; print(secrets.token_hex(32))'")
+        raise SettingsError(
+            "SECRET_KEY must be set in production (APP_ENV=production): it signs the cookies "
+            "that keep each person's conversations private. Generate one with "
+            "python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
     default_model = DEFAULT_MODELS.get(endpoint.name, "default") if endpoint else "demo"
     chat_model = env.get("CHAT_MODEL", "").strip() or default_model
     chat_models = _names(env, "CHAT_MODELS")

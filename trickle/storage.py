@@ -26,7 +26,8 @@ log = logging.getLogger("trickle.storage")
 metadata = sa.MetaData()
 
 conversations = sa.Table(
-    "conversations", metadata,
+    "conversations",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("owner", sa.String(64), index=True),
     sa.Column("title", sa.String(200), nullable=False, default="New chat"),
@@ -40,10 +41,12 @@ conversations = sa.Table(
 # "done", "stopped" (Stop or nobody watching), "failed" (upstream error, timeout),
 # "interrupted" (the server went away mid-answer).
 messages = sa.Table(
-    "messages", metadata,
+    "messages",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
-              nullable=False, index=True),
+    sa.Column(
+        "conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("content", sa.Text, nullable=False, default=""),
     sa.Column("status", sa.String(16), nullable=False, default="done"),
@@ -66,7 +69,8 @@ messages = sa.Table(
 
 # One row per answer, stored or not (the JSON API stores no messages): what budgets count.
 usage = sa.Table(
-    "usage", metadata,
+    "usage",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("owner", sa.String(64), index=True),
     sa.Column("conversation_id", sa.Integer, index=True),
@@ -84,7 +88,7 @@ def normalize_url(url: str) -> str:
     """`postgres://` (Heroku's spelling) and a bare `postgresql://` run on psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -136,11 +140,16 @@ def make_engine(url: str, env: Mapping[str, str] | None = None) -> Engine:
     if url.startswith("postgresql+psycopg"):
         # A server that vanished without closing its connections (a network cut, a failover) must
         # not hang a query for the kernel's minutes: TCP keepalives and a send timeout end it in ~20 s.
-        connect_args = {"connect_timeout": read_integer(env, "DB_CONNECT_TIMEOUT", 5, minimum=1),
-                        "application_name": "trickle", "keepalives": 1, "keepalives_idle": 10,
-                        "keepalives_interval": 5, "keepalives_count": 2, "tcp_user_timeout": 20000}
-    return sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args,
-                            **pool_options(env))
+        connect_args = {
+            "connect_timeout": read_integer(env, "DB_CONNECT_TIMEOUT", 5, minimum=1),
+            "application_name": "trickle",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 2,
+            "tcp_user_timeout": 20000,
+        }
+    return sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args, **pool_options(env))
 
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
@@ -220,13 +229,16 @@ def migrate(engine: Engine) -> bool:
             return upgrade(db)
 
 
-def create_conversation(engine: Engine, title: str, model: str | None = None,
-                        owner: str | None = None, system_prompt: str | None = None) -> int:
+def create_conversation(
+    engine: Engine, title: str, model: str | None = None, owner: str | None = None, system_prompt: str | None = None
+) -> int:
     now = time.time()
     with engine.begin() as db:
-        result = db.execute(conversations.insert().values(
-            title=title, model=model, owner=owner, system_prompt=system_prompt,
-            created_at=now, updated_at=now))
+        result = db.execute(
+            conversations.insert().values(
+                title=title, model=model, owner=owner, system_prompt=system_prompt, created_at=now, updated_at=now
+            )
+        )
         return result.inserted_primary_key[0]
 
 
@@ -247,7 +259,8 @@ def list_conversations(engine: Engine, owner: str | None = None, search: str | N
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         in_messages = sa.select(messages.c.id).where(
-            messages.c.conversation_id == conversations.c.id, messages.c.content.ilike(pattern, escape="\\"))
+            messages.c.conversation_id == conversations.c.id, messages.c.content.ilike(pattern, escape="\\")
+        )
         query = query.where(sa.or_(conversations.c.title.ilike(pattern, escape="\\"), in_messages.exists()))
     with engine.connect() as db:
         return db.execute(query).all()
@@ -263,8 +276,11 @@ def update_conversation(engine: Engine, conversation_id: int, **values) -> None:
 def retitle(engine: Engine, conversation_id: int, expected: str, title: str) -> bool:
     """Set a title unless it changed meanwhile (a rename by hand wins over a suggested one)."""
     with engine.begin() as db:
-        done = db.execute(conversations.update().where(conversations.c.id == conversation_id,
-                                                       conversations.c.title == expected).values(title=title))
+        done = db.execute(
+            conversations.update()
+            .where(conversations.c.id == conversation_id, conversations.c.title == expected)
+            .values(title=title)
+        )
     return done.rowcount == 1
 
 
@@ -277,8 +293,11 @@ def delete_conversation(engine: Engine, conversation_id: int) -> None:
 
 def list_messages(engine: Engine, conversation_id: int):
     """The conversation as shown: active messages in order."""
-    query = (messages.select().where(messages.c.conversation_id == conversation_id, messages.c.active)
-             .order_by(messages.c.id))
+    query = (
+        messages.select()
+        .where(messages.c.conversation_id == conversation_id, messages.c.active)
+        .order_by(messages.c.id)
+    )
     with engine.connect() as db:
         return db.execute(query).all()
 
@@ -287,8 +306,9 @@ def get_message(engine: Engine, message_id: int, owner: str | None = None):
     """The message, or None if it does not exist or its conversation belongs to another owner."""
     query = messages.select().where(messages.c.id == message_id)
     if owner is not None:
-        query = query.where(messages.c.conversation_id.in_(
-            sa.select(conversations.c.id).where(conversations.c.owner == owner)))
+        query = query.where(
+            messages.c.conversation_id.in_(sa.select(conversations.c.id).where(conversations.c.owner == owner))
+        )
     with engine.connect() as db:
         return db.execute(query).first()
 
@@ -300,18 +320,29 @@ def append_exchange(engine: Engine, conversation_id: int, content: str, model: s
     """
     now = time.time()
     with engine.begin() as db:
-        user_id = db.execute(messages.insert().values(
-            conversation_id=conversation_id, role="user", content=content, status="done",
-            created_at=now)).inserted_primary_key[0]
+        user_id = db.execute(
+            messages.insert().values(
+                conversation_id=conversation_id, role="user", content=content, status="done", created_at=now
+            )
+        ).inserted_primary_key[0]
         answer_id = _insert_answer(db, conversation_id, user_id, model, now)
         db.execute(conversations.update().where(conversations.c.id == conversation_id).values(updated_at=now))
     return user_id, answer_id
 
 
 def _insert_answer(db, conversation_id: int, reply_to: int, model: str, now: float) -> int:
-    return db.execute(messages.insert().values(
-        conversation_id=conversation_id, role="assistant", content="", status=STREAMING, reply_to=reply_to,
-        model=model, created_at=now, heartbeat_at=now)).inserted_primary_key[0]
+    return db.execute(
+        messages.insert().values(
+            conversation_id=conversation_id,
+            role="assistant",
+            content="",
+            status=STREAMING,
+            reply_to=reply_to,
+            model=model,
+            created_at=now,
+            heartbeat_at=now,
+        )
+    ).inserted_primary_key[0]
 
 
 def regenerate(engine: Engine, answer_id: int, model: str) -> int:
@@ -327,17 +358,26 @@ def alternatives(engine: Engine, answer) -> list[int]:
     """Ids of every answer to the same question, oldest first (the `1/2` switcher)."""
     if answer.reply_to is None:
         return [answer.id]
-    query = (sa.select(messages.c.id).where(messages.c.reply_to == answer.reply_to,
-                                            messages.c.role == "assistant").order_by(messages.c.id))
+    query = (
+        sa.select(messages.c.id)
+        .where(messages.c.reply_to == answer.reply_to, messages.c.role == "assistant")
+        .order_by(messages.c.id)
+    )
     with engine.connect() as db:
         return [row.id for row in db.execute(query)]
 
 
 def alternatives_by_question(engine: Engine, conversation_id: int) -> dict[int, list[int]]:
     """For a whole conversation at once: question id → ids of its answers, oldest first."""
-    query = (sa.select(messages.c.id, messages.c.reply_to)
-             .where(messages.c.conversation_id == conversation_id, messages.c.role == "assistant",
-                    messages.c.reply_to.is_not(None)).order_by(messages.c.id))
+    query = (
+        sa.select(messages.c.id, messages.c.reply_to)
+        .where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.role == "assistant",
+            messages.c.reply_to.is_not(None),
+        )
+        .order_by(messages.c.id)
+    )
     found: dict[int, list[int]] = {}
     with engine.connect() as db:
         for row in db.execute(query):
@@ -355,8 +395,11 @@ def activate(engine: Engine, answer) -> None:
 def edit_and_resend(engine: Engine, user_message, content: str, model: str) -> tuple[int, int]:
     """Replace a question and everything after it: those turns are hidden, not rewritten."""
     with engine.begin() as db:
-        db.execute(messages.update().where(messages.c.conversation_id == user_message.conversation_id,
-                                           messages.c.id >= user_message.id).values(active=False))
+        db.execute(
+            messages.update()
+            .where(messages.c.conversation_id == user_message.conversation_id, messages.c.id >= user_message.id)
+            .values(active=False)
+        )
     return append_exchange(engine, user_message.conversation_id, content, model)
 
 
@@ -364,19 +407,36 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
     """Empty an ended answer so that a new generation can write it again (Retry)."""
     now = time.time()
     with engine.begin() as db:
-        db.execute(messages.update().where(messages.c.id == message_id).values(
-            content="", status=STREAMING, error=None, model=model, tokens_in=None, tokens_out=None,
-            ttft_ms=None, duration_ms=None, heartbeat_at=now, watched_at=None, stop_requested=False))
+        db.execute(
+            messages.update()
+            .where(messages.c.id == message_id)
+            .values(
+                content="",
+                status=STREAMING,
+                error=None,
+                model=model,
+                tokens_in=None,
+                tokens_out=None,
+                ttft_ms=None,
+                duration_ms=None,
+                heartbeat_at=now,
+                watched_at=None,
+                stop_requested=False,
+            )
+        )
 
 
 def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> list[dict]:
     """The history sent upstream for the answer `before_id`: earlier turns that have text."""
-    query = (sa.select(messages.c.role, messages.c.content)
-             .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id, messages.c.active)
-             .order_by(messages.c.id))
+    query = (
+        sa.select(messages.c.role, messages.c.content)
+        .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id, messages.c.active)
+        .order_by(messages.c.id)
+    )
     with engine.connect() as db:
-        conversation = db.execute(sa.select(conversations.c.system_prompt)
-                                  .where(conversations.c.id == conversation_id)).first()
+        conversation = db.execute(
+            sa.select(conversations.c.system_prompt).where(conversations.c.id == conversation_id)
+        ).first()
         rows = db.execute(query).all()
     history = [{"role": row.role, "content": row.content} for row in rows if row.content]
     if conversation and conversation.system_prompt:
@@ -395,8 +455,11 @@ def save_progress(engine: Engine, progress: Iterable[tuple[int, str]]) -> None:
     if not rows:
         return
     now = time.time()
-    statement = (messages.update().where(messages.c.id == sa.bindparam("mid"), messages.c.status == STREAMING)
-                 .values(content=sa.bindparam("content"), heartbeat_at=now))
+    statement = (
+        messages.update()
+        .where(messages.c.id == sa.bindparam("mid"), messages.c.status == STREAMING)
+        .values(content=sa.bindparam("content"), heartbeat_at=now)
+    )
     with engine.begin() as db:
         db.execute(statement, rows)
 
@@ -408,29 +471,67 @@ def touch_heartbeats(engine: Engine, message_ids: Iterable[int]) -> None:
             db.execute(messages.update().where(messages.c.id.in_(ids)).values(heartbeat_at=time.time()))
 
 
-def finish_message(engine: Engine, message_id: int, content: str, status: str, error: str | None = None,
-                   tokens_in: int | None = None, tokens_out: int | None = None,
-                   ttft_ms: int | None = None, duration_ms: int | None = None, cost: float | None = None,
-                   model: str | None = None) -> None:
+def finish_message(
+    engine: Engine,
+    message_id: int,
+    content: str,
+    status: str,
+    error: str | None = None,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+    ttft_ms: int | None = None,
+    duration_ms: int | None = None,
+    cost: float | None = None,
+    model: str | None = None,
+) -> None:
     extra = {"model": model} if model else {}
     with engine.begin() as db:
-        db.execute(messages.update().where(messages.c.id == message_id).values(**extra,
-            content=content, status=status, error=error, tokens_in=tokens_in, tokens_out=tokens_out,
-            ttft_ms=ttft_ms, duration_ms=duration_ms, cost=cost, heartbeat_at=time.time()))
+        db.execute(
+            messages.update()
+            .where(messages.c.id == message_id)
+            .values(
+                **extra,
+                content=content,
+                status=status,
+                error=error,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                ttft_ms=ttft_ms,
+                duration_ms=duration_ms,
+                cost=cost,
+                heartbeat_at=time.time(),
+            )
+        )
 
 
-def record_usage(engine: Engine, owner: str | None, conversation_id: int | None, model: str,
-                 tokens_in: int, tokens_out: int, cost: float) -> None:
+def record_usage(
+    engine: Engine,
+    owner: str | None,
+    conversation_id: int | None,
+    model: str,
+    tokens_in: int,
+    tokens_out: int,
+    cost: float,
+) -> None:
     with engine.begin() as db:
-        db.execute(usage.insert().values(owner=owner, conversation_id=conversation_id, model=model,
-                                         tokens_in=tokens_in, tokens_out=tokens_out, cost=cost,
-                                         created_at=time.time()))
+        db.execute(
+            usage.insert().values(
+                owner=owner,
+                conversation_id=conversation_id,
+                model=model,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost=cost,
+                created_at=time.time(),
+            )
+        )
 
 
 def tokens_used(engine: Engine, since: float, owner: str | None = None) -> int:
     """Tokens in and out since `since`, for one owner or the whole instance."""
     query = sa.select(sa.func.coalesce(sa.func.sum(usage.c.tokens_in + usage.c.tokens_out), 0)).where(
-        usage.c.created_at >= since)
+        usage.c.created_at >= since
+    )
     if owner is not None:
         query = query.where(usage.c.owner == owner)
     with engine.connect() as db:
@@ -439,9 +540,11 @@ def tokens_used(engine: Engine, since: float, owner: str | None = None) -> int:
 
 def usage_totals(engine: Engine, owner: str, conversation_id: int | None = None) -> dict:
     """Tokens and cost for an owner (all time) or one of their conversations, for the page."""
-    query = sa.select(sa.func.coalesce(sa.func.sum(usage.c.tokens_in), 0).label("tokens_in"),
-                      sa.func.coalesce(sa.func.sum(usage.c.tokens_out), 0).label("tokens_out"),
-                      sa.func.coalesce(sa.func.sum(usage.c.cost), 0.0).label("cost")).where(usage.c.owner == owner)
+    query = sa.select(
+        sa.func.coalesce(sa.func.sum(usage.c.tokens_in), 0).label("tokens_in"),
+        sa.func.coalesce(sa.func.sum(usage.c.tokens_out), 0).label("tokens_out"),
+        sa.func.coalesce(sa.func.sum(usage.c.cost), 0.0).label("cost"),
+    ).where(usage.c.owner == owner)
     if conversation_id is not None:
         query = query.where(usage.c.conversation_id == conversation_id)
     with engine.connect() as db:
@@ -451,8 +554,11 @@ def usage_totals(engine: Engine, owner: str, conversation_id: int | None = None)
 
 def count_streaming(engine: Engine, owner: str) -> int:
     """Answers of this owner being written now, on any worker."""
-    query = (sa.select(sa.func.count()).select_from(messages.join(conversations))
-             .where(conversations.c.owner == owner, messages.c.status == STREAMING))
+    query = (
+        sa.select(sa.func.count())
+        .select_from(messages.join(conversations))
+        .where(conversations.c.owner == owner, messages.c.status == STREAMING)
+    )
     with engine.connect() as db:
         return int(db.execute(query).scalar_one())
 
@@ -466,8 +572,11 @@ def count_messages(engine: Engine, conversation_id: int) -> int:
 def request_stop(engine: Engine, message_id: int) -> None:
     """Ask whichever worker owns the generation to stop it (it checks at every save)."""
     with engine.begin() as db:
-        db.execute(messages.update().where(messages.c.id == message_id, messages.c.status == STREAMING)
-                   .values(stop_requested=True))
+        db.execute(
+            messages.update()
+            .where(messages.c.id == message_id, messages.c.status == STREAMING)
+            .values(stop_requested=True)
+        )
 
 
 def read_signals(engine: Engine, message_ids: Iterable[int]) -> dict[int, tuple[bool, float | None]]:
@@ -485,25 +594,32 @@ def read_remote_progress(engine: Engine, cursors: dict[int, int]):
     if not cursors:
         return {}
     ids = list(cursors)
-    query = sa.select(messages.c.id, messages.c.content, messages.c.status, messages.c.error,
-                      messages.c.heartbeat_at).where(messages.c.id.in_(ids))
+    query = sa.select(
+        messages.c.id, messages.c.content, messages.c.status, messages.c.error, messages.c.heartbeat_at
+    ).where(messages.c.id.in_(ids))
     now = time.time()
     with engine.begin() as db:
         rows = db.execute(query).all()
-        db.execute(messages.update().where(messages.c.id.in_(ids), messages.c.status == STREAMING)
-                   .values(watched_at=now))
+        db.execute(
+            messages.update().where(messages.c.id.in_(ids), messages.c.status == STREAMING).values(watched_at=now)
+        )
     return {row.id: row for row in rows}
 
 
 def mark_interrupted(engine: Engine, stale_before: float, message_ids: Iterable[int] | None = None) -> int:
     """Close answers left "streaming" by a worker that died (no heartbeat since `stale_before`)."""
-    condition = sa.and_(messages.c.status == STREAMING,
-                        sa.or_(messages.c.heartbeat_at.is_(None), messages.c.heartbeat_at < stale_before))
+    condition = sa.and_(
+        messages.c.status == STREAMING,
+        sa.or_(messages.c.heartbeat_at.is_(None), messages.c.heartbeat_at < stale_before),
+    )
     if message_ids is not None:
         condition = sa.and_(condition, messages.c.id.in_(list(message_ids)))
     with engine.begin() as db:
-        result = db.execute(messages.update().where(condition).values(
-            status="interrupted", error="The server restarted while this answer was being written."))
+        result = db.execute(
+            messages.update()
+            .where(condition)
+            .values(status="interrupted", error="The server restarted while this answer was being written.")
+        )
         return result.rowcount
 
 

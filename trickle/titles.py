@@ -19,8 +19,10 @@ from . import storage
 
 log = logging.getLogger("trickle.titles")
 
-PROMPT = ("Write a title of at most six words for a conversation that starts with the message below. "
-          "Reply with the title only, in the message's language: no quotes, no final punctuation.")
+PROMPT = (
+    "Write a title of at most six words for a conversation that starts with the message below. "
+    "Reply with the title only, in the message's language: no quotes, no final punctuation."
+)
 MAX_TOKENS = 24
 TIMEOUT_S = 20.0
 KEEP_S = 60.0  # how long a named title waits for the page that shows it live

@@ -47,10 +47,13 @@ GOING_AWAY = 1001
 def _configure(state) -> None:
     app = state.app
     settings = app.extensions["trickle"].settings
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {
-        "ping_interval": settings.ping_interval,  # unanswered for one interval: the socket is closed
-        "max_message_size": app.config.get("MAX_CONTENT_LENGTH"),  # the same limit as a POST body
-    })
+    app.config.setdefault(
+        "SOCK_SERVER_OPTIONS",
+        {
+            "ping_interval": settings.ping_interval,  # unanswered for one interval: the socket is closed
+            "max_message_size": app.config.get("MAX_CONTENT_LENGTH"),  # the same limit as a POST body
+        },
+    )
 
 
 @sock.route("/ws", bp=bp)
@@ -60,8 +63,10 @@ def chat_socket(ws) -> None:
 
 def _usage(generation) -> dict:
     usage = generation.usage
-    return {"prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0}
+    return {
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+    }
 
 
 def _line(event: dict) -> str:
@@ -173,8 +178,10 @@ class ChatSocket:
                 raw = raw.decode("utf-8")
             message = json.loads(raw)
         except ValueError:
-            return self.error('Could not read that message: send JSON like {"messages": '
-                              '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.')
+            return self.error(
+                'Could not read that message: send JSON like {"messages": '
+                '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.'
+            )
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "cancel":
             self.cancel(None)
@@ -187,8 +194,10 @@ class ChatSocket:
 
     def start(self, body) -> None:
         if self.current is not None:
-            return self.error('An answer is still being written on this socket: wait for its "done", '
-                              'or send {"type": "cancel"} first.')
+            return self.error(
+                'An answer is still being written on this socket: wait for its "done", '
+                'or send {"type": "cancel"} first.'
+            )
         try:
             messages, model = chat_request(body, self.app.settings)
             generation = start_generation(self.app, messages, model)
@@ -203,8 +212,11 @@ class ChatSocket:
         encoder = SocketEvents()
         settings = self.app.settings
         try:
-            with closing(follow(generation, 0, encoder, flush_interval=settings.flush_interval,
-                                ping_interval=settings.ping_interval)) as stream:
+            with closing(
+                follow(
+                    generation, 0, encoder, flush_interval=settings.flush_interval, ping_interval=settings.ping_interval
+                )
+            ) as stream:
                 for chunk in stream:
                     events = split_events(chunk)
                     if not events:

@@ -22,7 +22,8 @@ depends_on = None
 metadata = sa.MetaData()
 
 sa.Table(
-    "conversations", metadata,
+    "conversations",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("owner", sa.String(64), index=True),
     sa.Column("title", sa.String(200), nullable=False),
@@ -33,10 +34,12 @@ sa.Table(
 )
 
 sa.Table(
-    "messages", metadata,
+    "messages",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
-              nullable=False, index=True),
+    sa.Column(
+        "conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -56,7 +59,8 @@ sa.Table(
 )
 
 sa.Table(
-    "usage", metadata,
+    "usage",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("owner", sa.String(64), index=True),
     sa.Column("conversation_id", sa.Integer, index=True),
@@ -69,9 +73,19 @@ sa.Table(
 
 # What a column added to an existing table holds in its existing rows (NOT NULL needs one); the
 # server default stays on such a column, harmlessly.
-_BACKFILL = {"title": "New chat", "content": "", "status": "done", "stop_requested": sa.false(),
-             "active": sa.true(), "tokens_in": "0", "tokens_out": "0", "cost": "0", "created_at": "0",
-             "updated_at": "0", "role": "assistant"}
+_BACKFILL = {
+    "title": "New chat",
+    "content": "",
+    "status": "done",
+    "stop_requested": sa.false(),
+    "active": sa.true(),
+    "tokens_in": "0",
+    "tokens_out": "0",
+    "cost": "0",
+    "created_at": "0",
+    "updated_at": "0",
+    "role": "assistant",
+}
 
 
 def upgrade() -> None:
