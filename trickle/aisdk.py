@@ -94,7 +94,7 @@ class UIMessageStreamEvents:
         out = []
         if self.text_open:
             out.append(part({"type": "text-end", "id": self.text_id}))
-        if generation.status in ("failed", "interrupted"):
+        if generation.status.is_error:
             out.append(part({"type": "error", "errorText": generation.error or generation.status}))
         out.append(part({"type": "finish"}))
         out.append(DONE)

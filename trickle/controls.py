@@ -13,6 +13,7 @@ from .errors import error_response
 from .pages import answer_view, message_content, message_view, start_answer, trickle, wait_for_answer
 from .registry import Draining
 from .security import current_owner
+from .status import Status
 
 bp = Blueprint("controls", __name__)
 
@@ -44,7 +45,7 @@ def _start_or_fail(answer_id: int, conversation_id: int, model: str):
     try:
         return start_answer(answer_id, conversation_id, model)
     except Draining as err:
-        storage.finish_message(trickle().engine, answer_id, "", "interrupted", str(err))
+        storage.finish_message(trickle().engine, answer_id, "", Status.INTERRUPTED, str(err))
         return None
 
 
@@ -61,7 +62,7 @@ def regenerate(message_id: int):
     """A new answer to the same question; the previous one stays as an alternative (1/2)."""
     app = trickle()
     old = _message_or_404(message_id, "assistant")
-    if old.status == storage.STREAMING:
+    if old.status == Status.STREAMING:
         abort(409, "This answer is still being written; stop it first.")
     if refused := _refused():
         return error_response(429, refused)
@@ -100,7 +101,7 @@ def edit(message_id: int):
     if refused := _refused():
         return error_response(429, refused)
     for row in storage.list_messages(app.engine, question.conversation_id):
-        if row.id > message_id and row.status == storage.STREAMING:
+        if row.id > message_id and row.status == Status.STREAMING:
             app.registry.stop(row.id)
     conversation = _conversation_or_404(question.conversation_id)
     model = _model_for(conversation)

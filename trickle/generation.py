@@ -19,10 +19,9 @@ import gevent
 from gevent.event import Event
 
 from .providers import ProviderError, Usage, counted_usage
+from .status import Status
 
 log = logging.getLogger("trickle.generation")
-
-STREAMING = "streaming"
 
 
 class Interrupt(BaseException):
@@ -70,7 +69,7 @@ class Generation:
 
         self.parts: list[str] = []  # the append-only log; offsets count characters
         self.length = 0
-        self.status = STREAMING
+        self.status = Status.STREAMING
         self.error: str | None = None
         self.notice: str | None = None  # e.g. "retrying in 2 s…", shown while waiting
         self.usage: Usage | None = None
@@ -99,7 +98,7 @@ class Generation:
     # -- the log -------------------------------------------------------------
     @property
     def finished(self) -> bool:
-        return self.status != STREAMING
+        return self.status != Status.STREAMING
 
     def text(self) -> str:
         return "".join(self.parts)  # never merged in place: listeners hold indexes into parts
@@ -148,7 +147,7 @@ class Generation:
         self._greenlet = gevent.spawn(self._run)
         return self
 
-    def cancel(self, outcome: str = "stopped", message: str | None = None) -> None:
+    def cancel(self, outcome: Status = Status.STOPPED, message: str | None = None) -> None:
         """End the generation now, keeping the text so far. Safe to call from any greenlet."""
         if not self._running:  # gevent would drop a greenlet killed before it ran: it would never finish
             self._cancel_first = self._cancel_first or Interrupt(outcome, message)
@@ -165,7 +164,7 @@ class Generation:
         if self.listeners == 0 and not self.finished:
             self.unwatched_since = time.monotonic()
             if self.grace <= 0:
-                self.cancel("stopped", "Stopped: the page was closed.")
+                self.cancel(Status.STOPPED, "Stopped: the page was closed.")
 
     def check(
         self, now: float, *, watched_elsewhere: bool, first_token_timeout: float, idle_timeout: float, stream_max: float
@@ -178,20 +177,20 @@ class Generation:
         if self.unwatched_since is not None:
             allowed = self.grace if self.ever_attached else max(self.grace, self.attach_timeout)
             if now - self.unwatched_since >= allowed:
-                return self.cancel("stopped", "Stopped: nobody was watching this answer.")
+                return self.cancel(Status.STOPPED, "Stopped: nobody was watching this answer.")
         if now - self.started_at >= stream_max:
             return self.cancel(
-                "failed", f"The answer took longer than STREAM_MAX_S ({stream_max:g} s) and was cut there."
+                Status.FAILED, f"The answer took longer than STREAM_MAX_S ({stream_max:g} s) and was cut there."
             )
         if self.first_token_at is None:
             if now - self.attempt_started_at >= first_token_timeout and not self.waiting:
-                self.cancel("failed", f"{self.provider.label} sent nothing for {first_token_timeout:g} s.")
+                self.cancel(Status.FAILED, f"{self.provider.label} sent nothing for {first_token_timeout:g} s.")
         elif now - self.last_token_at >= idle_timeout:
-            self.cancel("failed", f"{self.provider.label} stalled: nothing new for {idle_timeout:g} s.")
+            self.cancel(Status.FAILED, f"{self.provider.label} stalled: nothing new for {idle_timeout:g} s.")
 
     def _run(self) -> None:
         self._running = True
-        outcome, error = "done", None
+        outcome, error = Status.DONE, None
         try:
             if self._cancel_first is not None:
                 raise self._cancel_first
@@ -199,11 +198,11 @@ class Generation:
         except Interrupt as interrupt:
             outcome, error = interrupt.outcome, interrupt.message
         except ProviderError as err:
-            outcome, error = "failed", err.message
+            outcome, error = Status.FAILED, err.message
             self.upstream_status = err.status or 0
         except Exception:  # a bug must end the answer cleanly, not leave it streaming
             log.exception("generation %s crashed", self.key)
-            outcome, error = "failed", "Something went wrong on the server while writing this answer."
+            outcome, error = Status.FAILED, "Something went wrong on the server while writing this answer."
         self._finish(outcome, error)
 
     def _produce(self) -> None:

@@ -161,7 +161,7 @@ class ApiEvents:
         return f": {notice}\n\n" if notice else ""
 
     def finish(self, generation, cursor: int) -> str:
-        if generation.status in ("failed", "interrupted"):
+        if generation.status.is_error:
             error = json.dumps({"error": generation.error or generation.status}, ensure_ascii=False)
             return f"data: {error}\n\ndata: [DONE]\n\n"
         return "data: [DONE]\n\n"

@@ -13,6 +13,7 @@ from .listen import PageEvents, Shown, follow
 from .registry import Draining
 from .render import Splitter, render_markdown, renders_by_blocks
 from .security import current_owner
+from .status import Status
 from .titles import first_line_title
 
 bp = Blueprint("pages", __name__)
@@ -43,7 +44,7 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
         "tokens_per_s": _tokens_per_second(row),
         "siblings": siblings or [row.id],
     }
-    if status == storage.STREAMING:
+    if status == Status.STREAMING:
         splitter = Splitter()
         view.update(
             blocks=splitter.feed(text),
@@ -157,7 +158,7 @@ def send_message():
     try:
         generation = start_answer(answer_id, conversation_id, model)
     except Draining as err:
-        storage.finish_message(app.engine, answer_id, "", "interrupted", str(err))
+        storage.finish_message(app.engine, answer_id, "", Status.INTERRUPTED, str(err))
         return error_response(503, str(err))
     if created:
         app.titles.ask(conversation_id, content, model, title)
@@ -209,7 +210,7 @@ def retry_message(message_id: int):
     row = storage.get_message(app.engine, message_id, current_owner())
     if row is None or row.role != "assistant":
         abort(404, "There is no such answer.")
-    if row.status == storage.STREAMING:
+    if row.status == Status.STREAMING:
         abort(409, "This answer is still being written.")
     refused = limits.refusal(app.engine, app.settings, app.registry, current_owner())
     if refused:
@@ -220,7 +221,7 @@ def retry_message(message_id: int):
     try:
         generation = start_answer(message_id, row.conversation_id, model)
     except Draining as err:
-        storage.finish_message(app.engine, message_id, "", "interrupted", str(err))
+        storage.finish_message(app.engine, message_id, "", Status.INTERRUPTED, str(err))
         return error_response(503, str(err))
     if not request.headers.get("HX-Request"):
         wait_for_answer(generation)
@@ -260,7 +261,7 @@ def message_events(message_id: int):
         abort(404, "There is no such answer.")
     generation = app.registry.get(message_id)
     if generation is None:
-        if row.status == storage.STREAMING:  # written by another worker: follow it through the database
+        if row.status == Status.STREAMING:  # written by another worker: follow it through the database
             generation = app.registry.follow(message_id, row.content)
         else:
             generation = _EndedMessage(row)
@@ -328,7 +329,7 @@ class _EndedMessage:
     def __init__(self, row):
         self.parts = [row.content] if row.content else []
         self.length = len(row.content)
-        self.status = row.status
+        self.status = Status(row.status)
 
     finished = True
 
@@ -349,7 +350,7 @@ def delete_conversation(conversation_id: int):
     if storage.get_conversation(app.engine, conversation_id, current_owner()) is None:
         abort(404, "This conversation does not exist (it may have been deleted).")
     for row in storage.list_messages(app.engine, conversation_id):
-        if row.status == storage.STREAMING:
+        if row.status == Status.STREAMING:
             app.registry.stop(row.id)
     storage.delete_conversation(app.engine, conversation_id)
     if request.headers.get("HX-Request"):

@@ -21,9 +21,10 @@ import gevent
 from gevent.event import Event
 
 from . import limits, metrics, storage
-from .generation import STREAMING, Generation
+from .generation import Generation
 from .live import WATCH_RENEW_S, WATCH_TTL_S
 from .settings import Settings
+from .status import Status
 
 log = logging.getLogger("trickle.registry")
 
@@ -86,7 +87,7 @@ class RemoteGeneration:
         self.key = key
         self.parts = [text] if text else []
         self.length = len(text)
-        self.status = STREAMING
+        self.status = Status.STREAMING
         self.error: str | None = None
         self.notice: str | None = None
         self.listeners = 0
@@ -120,8 +121,8 @@ class RemoteGeneration:
         if self.finished:
             return
         self._extend(0, content)
-        if status != STREAMING:
-            self.status, self.error = status, error
+        if status != Status.STREAMING:
+            self.status, self.error = Status(status), error
         self._signal()
 
     def feed(
@@ -138,7 +139,7 @@ class RemoteGeneration:
         if notice is not None:
             self.notice = notice or None
         if status is not None and not self.ahead and offset + len(text) <= self.length:
-            self.status, self.error = status, error or None  # else the database poll ends it whole
+            self.status, self.error = Status(status), error or None  # else the database poll ends it whole
 
     def _extend(self, offset: int, text: str) -> None:
         end = offset + len(text)
@@ -342,7 +343,7 @@ class Registry:
         """Stop an answer wherever it is being written."""
         generation = self.live.get(message_id)
         if generation is not None:
-            generation.cancel("stopped", None)
+            generation.cancel(Status.STOPPED, None)
             return
         if self.bus is not None and not self._redis.failing:
             try:  # at once, through the owner's reader; the database flag below is the fallback
@@ -451,7 +452,7 @@ class Registry:
             if generation is None:
                 continue
             if stop_requested:
-                generation.cancel("stopped", None)
+                generation.cancel(Status.STOPPED, None)
             elif watched_at is not None and wall - watched_at < fresh:
                 watched.add(key)
         self._db_ok()
@@ -470,9 +471,9 @@ class Registry:
         for key, remote in asked.items():
             row = rows.get(key)
             if row is None:  # deleted meanwhile
-                remote.update(remote.text(), "failed", "This conversation was deleted.")
+                remote.update(remote.text(), Status.FAILED, "This conversation was deleted.")
             elif (
-                row.status == STREAMING
+                row.status == Status.STREAMING
                 and (row.heartbeat_at or 0) < stale
                 and key not in self.live
                 and self._may_judge_heartbeats()
@@ -598,7 +599,7 @@ class Registry:
             if "stop" in fields:
                 generation = self.live.get(int(fields["stop"]))
                 if generation is not None:
-                    generation.cancel("stopped", None)
+                    generation.cancel(Status.STOPPED, None)
             for key in filter(None, fields.get("watch", "").split(",")):
                 state = self._published.get(int(key))
                 if state is not None:
@@ -612,7 +613,7 @@ class Registry:
         while self.live and time.monotonic() < deadline:
             gevent.sleep(0.1)
         for generation in list(self.live.values()):
-            generation.cancel("interrupted", "The server restarted while this answer was being written.")
+            generation.cancel(Status.INTERRUPTED, "The server restarted while this answer was being written.")
         for generation in list(self.live.values()):
             generation.done.wait(5)
         for remote in self.remote.values():  # their listeners reconnect to a worker that stays

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .settings import read_integer
+from .status import Status
 
 log = logging.getLogger("trickle.storage")
 
@@ -49,7 +50,7 @@ messages = sa.Table(
     ),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("content", sa.Text, nullable=False, default=""),
-    sa.Column("status", sa.String(16), nullable=False, default="done"),
+    sa.Column("status", sa.String(16), nullable=False, default=Status.DONE.value),
     sa.Column("error", sa.Text),
     sa.Column("model", sa.String(200)),
     sa.Column("tokens_in", sa.Integer),
@@ -80,8 +81,6 @@ usage = sa.Table(
     sa.Column("cost", sa.Float, nullable=False, default=0.0),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
 )
-
-STREAMING = "streaming"
 
 
 def normalize_url(url: str) -> str:
@@ -322,7 +321,7 @@ def append_exchange(engine: Engine, conversation_id: int, content: str, model: s
     with engine.begin() as db:
         user_id = db.execute(
             messages.insert().values(
-                conversation_id=conversation_id, role="user", content=content, status="done", created_at=now
+                conversation_id=conversation_id, role="user", content=content, status=Status.DONE, created_at=now
             )
         ).inserted_primary_key[0]
         answer_id = _insert_answer(db, conversation_id, user_id, model, now)
@@ -336,7 +335,7 @@ def _insert_answer(db, conversation_id: int, reply_to: int, model: str, now: flo
             conversation_id=conversation_id,
             role="assistant",
             content="",
-            status=STREAMING,
+            status=Status.STREAMING,
             reply_to=reply_to,
             model=model,
             created_at=now,
@@ -412,7 +411,7 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
             .where(messages.c.id == message_id)
             .values(
                 content="",
-                status=STREAMING,
+                status=Status.STREAMING,
                 error=None,
                 model=model,
                 tokens_in=None,
@@ -457,7 +456,7 @@ def save_progress(engine: Engine, progress: Iterable[tuple[int, str]]) -> None:
     now = time.time()
     statement = (
         messages.update()
-        .where(messages.c.id == sa.bindparam("mid"), messages.c.status == STREAMING)
+        .where(messages.c.id == sa.bindparam("mid"), messages.c.status == Status.STREAMING)
         .values(content=sa.bindparam("content"), heartbeat_at=now)
     )
     with engine.begin() as db:
@@ -557,7 +556,7 @@ def count_streaming(engine: Engine, owner: str) -> int:
     query = (
         sa.select(sa.func.count())
         .select_from(messages.join(conversations))
-        .where(conversations.c.owner == owner, messages.c.status == STREAMING)
+        .where(conversations.c.owner == owner, messages.c.status == Status.STREAMING)
     )
     with engine.connect() as db:
         return int(db.execute(query).scalar_one())
@@ -574,7 +573,7 @@ def request_stop(engine: Engine, message_id: int) -> None:
     with engine.begin() as db:
         db.execute(
             messages.update()
-            .where(messages.c.id == message_id, messages.c.status == STREAMING)
+            .where(messages.c.id == message_id, messages.c.status == Status.STREAMING)
             .values(stop_requested=True)
         )
 
@@ -601,7 +600,9 @@ def read_remote_progress(engine: Engine, cursors: dict[int, int]):
     with engine.begin() as db:
         rows = db.execute(query).all()
         db.execute(
-            messages.update().where(messages.c.id.in_(ids), messages.c.status == STREAMING).values(watched_at=now)
+            messages.update()
+            .where(messages.c.id.in_(ids), messages.c.status == Status.STREAMING)
+            .values(watched_at=now)
         )
     return {row.id: row for row in rows}
 
@@ -609,7 +610,7 @@ def read_remote_progress(engine: Engine, cursors: dict[int, int]):
 def mark_interrupted(engine: Engine, stale_before: float, message_ids: Iterable[int] | None = None) -> int:
     """Close answers left "streaming" by a worker that died (no heartbeat since `stale_before`)."""
     condition = sa.and_(
-        messages.c.status == STREAMING,
+        messages.c.status == Status.STREAMING,
         sa.or_(messages.c.heartbeat_at.is_(None), messages.c.heartbeat_at < stale_before),
     )
     if message_ids is not None:
@@ -618,7 +619,7 @@ def mark_interrupted(engine: Engine, stale_before: float, message_ids: Iterable[
         result = db.execute(
             messages.update()
             .where(condition)
-            .values(status="interrupted", error="The server restarted while this answer was being written.")
+            .values(status=Status.INTERRUPTED, error="The server restarted while this answer was being written.")
         )
         return result.rowcount
 

@@ -33,6 +33,7 @@ from simple_websocket import ConnectionClosed
 from .api import BadRequest, chat_request, start_generation
 from .listen import follow
 from .registry import Draining
+from .status import Status
 
 log = logging.getLogger("trickle.ws")
 
@@ -100,9 +101,9 @@ class SocketEvents:
 
     def finish(self, generation, cursor: int) -> str:
         self.ended = True
-        if generation.status == "done":
+        if generation.status == Status.DONE:
             return _line({"type": "done", "usage": _usage(generation)})
-        if generation.status == "stopped":
+        if generation.status == Status.STOPPED:
             return _line({"type": "done", "reason": "cancelled", "usage": _usage(generation)})
         message = generation.error or f"The answer ended: {generation.status}."
         return _line({"type": "error", "message": message, "usage": _usage(generation)})
@@ -164,7 +165,7 @@ class ChatSocket:
         generation = self.current
         if generation is None:
             return  # nothing running: the answer already ended, nothing to do
-        generation.cancel("stopped", message)
+        generation.cancel(Status.STOPPED, message)
 
     def stop(self, message: str) -> None:
         forwarder = self.forwarder
@@ -227,10 +228,10 @@ class ChatSocket:
                         for event in events:
                             self.ws.send(event)
         except (ConnectionClosed, OSError):
-            generation.cancel("stopped", "Stopped: the WebSocket was closed.")
+            generation.cancel(Status.STOPPED, "Stopped: the WebSocket was closed.")
         except Exception:
             log.exception("forwarding generation %s failed", generation.key)
-            generation.cancel("failed", "Something went wrong on the server while sending this answer.")
+            generation.cancel(Status.FAILED, "Something went wrong on the server while sending this answer.")
         finally:
             if self.current is generation:
                 self.current = None
