@@ -445,8 +445,14 @@ def login(server: AppServer, password: str = PASSWORD, next_path: str | None = N
     for started in _registry:
         started.sessions.append(session)
     params = {"next": next_path} if next_path is not None else None
+    form = session.get(server.url("/login"), timeout=10).text  # the login form carries a CSRF token
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
     response = session.post(
-        server.url("/login"), params=params, data={"password": password}, allow_redirects=False, timeout=10
+        server.url("/login"),
+        params=params,
+        data={"password": password, "csrf_token": token},
+        allow_redirects=False,
+        timeout=10,
     )
     return session, response
 

