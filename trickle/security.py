@@ -9,6 +9,7 @@ bearer tokens on the API (API_TOKENS).
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -96,11 +97,40 @@ def csrf_token() -> str:
     return token
 
 
-def bearer_ok(tokens: tuple[str, ...]) -> bool:
+_NAMED_TOKEN = re.compile(r"([A-Za-z0-9_.-]{1,40}):(.+)")
+
+
+def token_names(tokens: tuple[str, ...]) -> list[tuple[str, str]]:
+    """API_TOKENS entries as (name, token): `alice:s3cret` is alice's; a bare token is named by its place."""
+    named = []
+    for position, entry in enumerate(tokens, start=1):
+        match = _NAMED_TOKEN.fullmatch(entry)
+        named.append((match.group(1), match.group(2)) if match else (f"token-{position}", entry))
+    return named
+
+
+def _bearer() -> str:
     header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
+
+def bearer_ok(tokens: tuple[str, ...]) -> bool:
+    given = _bearer()
     # compare against every token, whatever matches first: no early exit to time
     return bool(given) and sum(hmac.compare_digest(given, token) for token in tokens) > 0
+
+
+def bearer_owner(tokens: tuple[str, ...]) -> str | None:
+    """The owner an API request speaks for: its bearer token's name, so that limits, budgets and usage
+    apply per token (a client without a cookie would otherwise be a new owner at every request)."""
+    given = _bearer()
+    if not given:
+        return None
+    found = None
+    for name, token in token_names(tokens):  # compare against every token: no early exit to time
+        if hmac.compare_digest(given, token):
+            found = name
+    return f"api:{found}" if found else None
 
 
 def _local_path(target: str) -> str:
@@ -141,9 +171,12 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
         if request.path == "/ws" and origin and urlsplit(origin).netloc != request.host:
             return error_response(403, "WebSocket connections are accepted from this site's own pages only.")
         if api and settings.api_tokens:
-            if not bearer_ok(settings.api_tokens):
+            g.owner = bearer_owner(settings.api_tokens)
+            g.session_untouchable = True  # a token is the identity: no cookie is made for it
+            if g.owner is None:
                 return error_response(401, "Send a valid API token as 'Authorization: Bearer <token>'.")
-        elif settings.app_password and not session.get("authenticated"):
+            return None
+        if settings.app_password and not session.get("authenticated"):
             if api:
                 return error_response(401, "Log in first, or use an API token.")
             if request.headers.get("HX-Request"):
