@@ -15,18 +15,29 @@ from __future__ import annotations
 
 import json
 
+from .chat_requests import BadChatRequest
+
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
+PROTOCOLS = ("", "json", "ai-sdk")
 
 
-def is_ai_sdk_request(body) -> bool:
-    """A request in the AI SDK's shape: at least one message made of `parts`."""
+def is_ai_sdk_request(body, protocol: str = "") -> bool:
+    """Whether to answer in the AI SDK's protocol: `?protocol=ai-sdk` asks for it; without a
+    protocol named, a request in its shape does (at least one message made of `parts`)."""
+    if protocol not in PROTOCOLS:
+        raise BadChatRequest(400, 'protocol must be "json" or "ai-sdk".')
+    if protocol:
+        return protocol == "ai-sdk"
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         return False
     return any(isinstance(m, dict) and isinstance(m.get("parts"), list) for m in body["messages"])
 
 
-class PartsError(ValueError):
-    """A `parts` message that cannot be read as text; its message says which part."""
+class PartsError(BadChatRequest):
+    """A `parts` message that cannot be read as text (a 400); its message says which part."""
+
+    def __init__(self, message: str):
+        super().__init__(400, message)
 
 
 def to_plain_request(body):

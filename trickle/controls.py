@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import re
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
-from . import limits, storage
-from .errors import error_response
-from .pages import answer_view, message_content, message_view, start_answer, trickle, wait_for_answer
-from .registry import Draining
+from . import answers, limits, storage
+from .message_views import answer_view, conversation_views
 from .security import current_owner
 from .status import Status
 
 bp = Blueprint("controls", __name__)
+
+
+def trickle():
+    return current_app.extensions["trickle"]
 
 
 def _message_or_404(message_id: int, role: str):
@@ -32,27 +34,10 @@ def _conversation_or_404(conversation_id: int):
     return row
 
 
-def _model_for(conversation) -> str:
-    return conversation.model or trickle().settings.chat_model
-
-
-def _refused():
-    app = trickle()
-    return limits.refusal(app.engine, app.settings, app.registry, current_owner())
-
-
-def _start_or_fail(answer_id: int, conversation_id: int, model: str):
-    try:
-        return start_answer(answer_id, conversation_id, model)
-    except Draining as err:
-        storage.finish_message(trickle().engine, answer_id, "", Status.INTERRUPTED, str(err))
-        return None
-
-
 def _back_to(conversation_id: int, generation=None):
     """Without JavaScript: wait for the answer, then show the conversation."""
     if generation is not None:
-        wait_for_answer(generation)
+        answers.wait_until_done(generation)
     return redirect(url_for("pages.conversation", conversation_id=conversation_id), 303)
 
 
@@ -64,15 +49,10 @@ def regenerate(message_id: int):
     old = _message_or_404(message_id, "assistant")
     if old.status == Status.STREAMING:
         abort(409, "This answer is still being written; stop it first.")
-    if refused := _refused():
-        return error_response(429, refused)
-    conversation = _conversation_or_404(old.conversation_id)
-    model = _model_for(conversation)
-    answer_id = storage.regenerate(app.engine, message_id, model)
-    generation = _start_or_fail(answer_id, old.conversation_id, model)
+    generation = answers.regenerate(old)
     if not request.headers.get("HX-Request"):
         return _back_to(old.conversation_id, generation)
-    row = storage.get_message(app.engine, answer_id)
+    row = storage.get_message(app.engine, generation.key)
     return render_template("_message.html", m=answer_view(row, generation))
 
 
@@ -91,28 +71,14 @@ def activate(message_id: int):
 @limits.per_owner
 def edit(message_id: int):
     """Replace a question: later turns are hidden (kept in the database), a new answer starts."""
-    app = trickle()
     question = _message_or_404(message_id, "user")
     if not question.active:
         abort(409, "This message was already replaced.")
-    content, problem = message_content()
-    if problem:
-        return problem
-    if refused := _refused():
-        return error_response(429, refused)
-    for row in storage.list_messages(app.engine, question.conversation_id):
-        if row.id > message_id and row.status == Status.STREAMING:
-            app.registry.stop(row.id)
-    conversation = _conversation_or_404(question.conversation_id)
-    model = _model_for(conversation)
-    _, answer_id = storage.edit_and_resend(app.engine, question, content, model)
-    generation = _start_or_fail(answer_id, question.conversation_id, model)
+    content = answers.question_text(request.form.get("content"))
+    generation = answers.edit(question, content)
     if not request.headers.get("HX-Request"):
         return _back_to(question.conversation_id, generation)
-    rows = storage.list_messages(app.engine, question.conversation_id)
-    siblings = storage.alternatives_by_question(app.engine, question.conversation_id)
-    views = [message_view(r, app.registry.get(r.id), siblings.get(r.reply_to)) for r in rows]
-    return render_template("_messages.html", messages=views)
+    return render_template("_messages.html", messages=conversation_views(question.conversation_id))
 
 
 @bp.post("/c/<int:conversation_id>/rename")
@@ -121,7 +87,7 @@ def rename(conversation_id: int):
     conversation = _conversation_or_404(conversation_id)
     title = " ".join((request.form.get("title") or "").split())[:200]
     if not title:
-        return error_response(400, "A title cannot be empty.")
+        abort(400, "A title cannot be empty.")
     storage.update_conversation(app.engine, conversation_id, title=title)
     if not request.headers.get("HX-Request"):
         return _back_to(conversation_id)
@@ -135,10 +101,10 @@ def options(conversation_id: int):
     _conversation_or_404(conversation_id)
     model = (request.form.get("model") or "").strip()
     if model and model not in app.models():
-        return error_response(400, f"Unknown model {model!r}.")
+        abort(400, f"Unknown model {model!r}.")
     system_prompt = (request.form.get("system_prompt") or "").strip()
     if len(system_prompt) > app.settings.max_input_chars:
-        return error_response(413, "The system prompt is too long.")
+        abort(413, "The system prompt is too long.")
     storage.update_conversation(app.engine, conversation_id, model=model or None, system_prompt=system_prompt or None)
     if not request.headers.get("HX-Request"):
         return _back_to(conversation_id)

@@ -1,4 +1,9 @@
-"""Errors as a readable message: JSON under /api, a page or an htmx fragment elsewhere; never a trace."""
+"""Errors as a readable message: JSON under /api, a page or an htmx fragment elsewhere; never a trace.
+
+Views (and the answer service they call) raise: `abort(status, "…")`, or the JSON protocols'
+`BadChatRequest`, an HTTPException too. Each is answered here in the form the client speaks;
+`/ws`, which has no response to give, sends the same message as `{"type": "error", …}`.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ log = logging.getLogger("trickle.errors")
 
 
 def error_response(status: int, message: str):
-    """The one way every view reports a problem to a person or a client."""
+    """A problem as the client reads it; the hooks that run before any view return it directly."""
     if request.path.startswith("/api/"):
         return jsonify(error=message), status
     if request.headers.get("HX-Request"):

@@ -7,14 +7,12 @@ import time
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
-from . import limits, sse, storage
-from .errors import error_response
+from . import answers, limits, sse, storage
 from .listen import PageEvents, Shown, follow
-from .registry import Draining
-from .render import Splitter, render_markdown, renders_by_blocks
+from .message_views import answer_view, conversation_views, message_view
+from .render import render_markdown, renders_by_blocks
 from .security import current_owner
 from .status import Status
-from .titles import first_line_title
 
 bp = Blueprint("pages", __name__)
 
@@ -23,59 +21,9 @@ def trickle():
     return current_app.extensions["trickle"]
 
 
-def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
-    """What `_message.html` needs for one message, finished or still streaming.
-
-    `siblings` are the ids of every answer to the same question (regenerated ones).
-    """
-    status = live.status if live is not None else row.status
-    text = live.text() if live is not None else row.content
-    view = {
-        "id": row.id,
-        "role": row.role,
-        "status": status,
-        "model": row.model,
-        "error": live.error if live is not None else row.error,
-        "text": text,
-        "tokens_in": row.tokens_in,
-        "tokens_out": row.tokens_out,
-        "ttft_ms": row.ttft_ms,
-        "duration_ms": row.duration_ms,
-        "tokens_per_s": _tokens_per_second(row),
-        "siblings": siblings or [row.id],
-    }
-    if status == Status.STREAMING:
-        splitter = Splitter()
-        view.update(
-            blocks=splitter.feed(text),
-            tail=splitter.tail,
-            cursor=len(text),
-            notice=live.notice if live is not None else None,
-        )
-    elif row.role == "assistant":
-        view["html"] = render_markdown(text)
-    return view
-
-
-def _tokens_per_second(row) -> float | None:
-    if not row.tokens_out or row.duration_ms is None or row.ttft_ms is None:
-        return None
-    seconds = (row.duration_ms - row.ttft_ms) / 1000
-    return round(row.tokens_out / seconds, 1) if seconds > 0 else None
-
-
-def answer_view(row, live=None) -> dict:
-    """A message with its alternatives looked up (for fragments that show one message)."""
-    siblings = storage.alternatives(trickle().engine, row) if row.role == "assistant" else None
-    return message_view(row, live, siblings)
-
-
 def conversation_page(conversation=None, status: int = 200):
     app = trickle()
-    registry = app.registry
-    rows = storage.list_messages(app.engine, conversation.id) if conversation else []
-    siblings = storage.alternatives_by_question(app.engine, conversation.id) if conversation else {}
-    views = [message_view(row, registry.get(row.id), siblings.get(row.reply_to)) for row in rows]
+    views = conversation_views(conversation.id) if conversation else []
     search = request.args.get("q", "").strip()
     owner = current_owner()
     return render_template(
@@ -106,100 +54,48 @@ def conversation(conversation_id: int):
     return conversation_page(row)
 
 
-def message_content():
-    """The posted message, cleaned, and None; or None and the error response that says what is wrong."""
-    content = (request.form.get("content") or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL
-    limit = trickle().settings.max_input_chars
-    if not content:
-        return None, error_response(400, "Type a message first.")
-    if len(content) > limit:
-        return None, error_response(413, f"Your message is {len(content):,} characters long; the limit is {limit:,}.")
-    return content, None
+def _conversation_id() -> int | None:
+    """The posted conversation_id: none for a new chat; a 404 for one no database can hold."""
+    raw_id = (request.form.get("conversation_id") or "").strip()
+    if raw_id and not (raw_id.isascii() and raw_id.isdigit()):
+        abort(400, "conversation_id must be a number.")
+    conversation_id = int(raw_id) if raw_id else None
+    if conversation_id is not None and conversation_id > 2**63 - 1:
+        abort(404, "This conversation no longer exists.")
+    return conversation_id or None
+
+
+def _chosen_model() -> str:
+    """The new-chat picker's model, if one was chosen: it must be one people can pick."""
+    chosen = request.form.get("model", "").strip()
+    if chosen and chosen not in trickle().models():
+        abort(400, f"Unknown model {chosen!r}.")
+    return chosen
 
 
 @bp.post("/messages")
 @limits.per_owner
 def send_message():
-    """Store the question and an empty answer, start the generation, return both bubbles."""
+    """Ask a question (in a new chat when no conversation is given); answers both bubbles."""
     app = trickle()
-    content, problem = message_content()
-    if problem:
-        return problem
-    raw_id = (request.form.get("conversation_id") or "").strip()
-    if raw_id and not (raw_id.isascii() and raw_id.isdigit()):
-        return error_response(400, "conversation_id must be a number.")
-    conversation_id = int(raw_id) if raw_id else None
-    if conversation_id is not None and conversation_id > 2**63 - 1:
-        return error_response(404, "This conversation no longer exists.")
-    chosen = "" if conversation_id else request.form.get("model", "").strip()  # the new-chat picker
-    if chosen and chosen not in app.models():
-        return error_response(400, f"Unknown model {chosen!r}.")
-    owner = current_owner()
-    created = False
-    if conversation_id:
-        conversation = storage.get_conversation(app.engine, conversation_id, owner)
-        if conversation is None:
-            return error_response(404, "This conversation no longer exists.")
-    refused = limits.refusal(app.engine, app.settings, app.registry, owner, conversation_id)
-    if refused:
-        return error_response(429, refused)
-    if not conversation_id:
-        title = first_line_title(content)
-        conversation_id = storage.create_conversation(
-            app.engine, title, owner=owner, system_prompt=app.settings.system_prompt
-        )
-        conversation = storage.get_conversation(app.engine, conversation_id)
-        created = True
-    if chosen and chosen != app.settings.chat_model:
-        storage.update_conversation(app.engine, conversation_id, model=chosen)
-        conversation = storage.get_conversation(app.engine, conversation_id)
-    model = conversation.model or app.settings.chat_model
-    user_id, answer_id = storage.append_exchange(app.engine, conversation_id, content, model)
-    try:
-        generation = start_answer(answer_id, conversation_id, model)
-    except Draining as err:
-        storage.finish_message(app.engine, answer_id, "", Status.INTERRUPTED, str(err))
-        return error_response(503, str(err))
-    if created:
-        app.titles.ask(conversation_id, content, model, title)
-
+    content = answers.question_text(request.form.get("content"))
+    conversation_id = _conversation_id()
+    sent = answers.ask(content, conversation_id, "" if conversation_id else _chosen_model())
     if not request.headers.get("HX-Request"):  # no JavaScript: answer once complete
-        wait_for_answer(generation)
-        return redirect(
-            url_for("pages.conversation", conversation_id=conversation_id, _anchor=f"message-{answer_id}"), 303
-        )
-    user_row = storage.get_message(app.engine, user_id)
-    answer_row = storage.get_message(app.engine, answer_id)
-    headers = {"HX-Push-Url": url_for("pages.conversation", conversation_id=conversation_id)} if created else {}
-    return (
-        render_template(
-            "_exchange.html",
-            user=message_view(user_row),
-            answer=message_view(answer_row, generation),
-            conversation=conversation,
-            created=created,
-            models=app.models(),
-            settings=app.settings,
-        ),
-        200,
-        headers,
+        answers.wait_until_done(sent.generation)
+        anchor = f"message-{sent.answer_id}"
+        return redirect(url_for("pages.conversation", conversation_id=sent.conversation.id, _anchor=anchor), 303)
+    pushed = {"HX-Push-Url": url_for("pages.conversation", conversation_id=sent.conversation.id)}
+    exchange = render_template(
+        "_exchange.html",
+        user=message_view(storage.get_message(app.engine, sent.question_id)),
+        answer=message_view(storage.get_message(app.engine, sent.answer_id), sent.generation),
+        conversation=sent.conversation,
+        created=sent.created,
+        models=app.models(),
+        settings=app.settings,
     )
-
-
-def start_answer(answer_id: int, conversation_id: int, model: str):
-    app = trickle()
-    history = storage.prompt_messages(app.engine, conversation_id, answer_id)
-    return app.registry.start(
-        answer_id, app.provider, history, model, owner=current_owner(), conversation_id=conversation_id
-    )
-
-
-def wait_for_answer(generation) -> None:
-    generation.attach()  # a waiting request is a listener: the answer must not be dropped as unwatched
-    try:
-        generation.done.wait(trickle().settings.stream_max + 10)
-    finally:
-        generation.detach()
+    return exchange, 200, pushed if sent.created else {}
 
 
 @bp.post("/messages/<int:message_id>/retry")
@@ -212,19 +108,9 @@ def retry_message(message_id: int):
         abort(404, "There is no such answer.")
     if row.status == Status.STREAMING:
         abort(409, "This answer is still being written.")
-    refused = limits.refusal(app.engine, app.settings, app.registry, current_owner())
-    if refused:
-        return error_response(429, refused)
-    conversation = storage.get_conversation(app.engine, row.conversation_id)
-    model = conversation.model or app.settings.chat_model
-    storage.restart_message(app.engine, message_id, model)
-    try:
-        generation = start_answer(message_id, row.conversation_id, model)
-    except Draining as err:
-        storage.finish_message(app.engine, message_id, "", Status.INTERRUPTED, str(err))
-        return error_response(503, str(err))
+    generation = answers.retry(row)
     if not request.headers.get("HX-Request"):
-        wait_for_answer(generation)
+        answers.wait_until_done(generation)
         return redirect(url_for("pages.conversation", conversation_id=row.conversation_id), 303)
     return render_template("_message.html", m=answer_view(storage.get_message(app.engine, message_id), generation))
 

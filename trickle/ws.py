@@ -29,10 +29,11 @@ from flask import Blueprint, current_app
 from flask_sock import Sock
 from gevent.lock import Semaphore
 from simple_websocket import ConnectionClosed
+from werkzeug.exceptions import HTTPException
 
-from .api import BadRequest, chat_request, start_generation
+from . import answers
+from .chat_requests import BadChatRequest, chat_request
 from .listen import follow
-from .registry import Draining
 from .status import Status
 
 log = logging.getLogger("trickle.ws")
@@ -174,38 +175,40 @@ class ChatSocket:
             forwarder.kill(block=True, timeout=5)
 
     def handle(self, raw) -> None:
+        """One message from the client; one it cannot act on is answered by an error message."""
         try:
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8")
-            message = json.loads(raw)
-        except ValueError:
-            return self.error(
-                'Could not read that message: send JSON like {"messages": '
-                '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.'
-            )
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "cancel":
-            self.cancel(None)
-        elif kind == "ping":
-            self.send({"type": "pong"})
-        elif kind in (None, "chat"):
-            self.start(message)
-        else:
-            self.error(f'Unknown message type {kind!r}: send {{"messages": […]}} or {{"type": "cancel"}}.')
+            try:
+                message = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+            except ValueError:
+                raise BadChatRequest(
+                    400,
+                    'Could not read that message: send JSON like {"messages": '
+                    '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.',
+                ) from None
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind == "cancel":
+                self.cancel(None)
+            elif kind == "ping":
+                self.send({"type": "pong"})
+            elif kind in (None, "chat"):
+                self.start(message)
+            else:
+                raise BadChatRequest(
+                    400, f'Unknown message type {kind!r}: send {{"messages": […]}} or {{"type": "cancel"}}.'
+                )
+        except HTTPException as err:  # the same errors a view raises, as this protocol's error message
+            self.error(err.description)
 
     def start(self, body) -> None:
+        """Answer one chat request on this socket; raises an HTTP error (as a view would) when it cannot."""
         if self.current is not None:
-            return self.error(
+            raise BadChatRequest(
+                409,
                 'An answer is still being written on this socket: wait for its "done", '
-                'or send {"type": "cancel"} first.'
+                'or send {"type": "cancel"} first.',
             )
-        try:
-            messages, model = chat_request(body, self.app.settings)
-            generation = start_generation(self.app, messages, model)
-        except BadRequest as err:
-            return self.error(err.message)
-        except Draining as err:
-            return self.error(str(err))
+        messages, model = chat_request(body, self.app.settings)
+        generation = answers.answer_unstored(messages, model)
         self.current = generation
         self.forwarder = gevent.spawn(self.forward, generation)
 

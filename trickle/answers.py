@@ -1,0 +1,148 @@
+"""Starting an answer: the one way in, whoever asks (the page and its no-JS form, Retry,
+regenerate, edit and resend, `/api/chat` in both its protocols, `/ws`).
+
+Every start takes the same steps: refuse when a limit says so (429), write the rows, start
+the generation in this worker's registry. While the worker drains, a stored answer is
+recorded `interrupted` and the request refused (503). Refusals are raised as HTTP errors,
+which `errors.py` (or `ws.py`) answers in the form the client speaks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from flask import abort, current_app, g
+
+from . import limits, storage
+from .generation import Generation
+from .registry import Draining
+from .security import current_owner
+from .status import Status
+from .titles import first_line_title
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A question just asked and the answer being written to it."""
+
+    conversation: object  # its row, as it is now
+    question_id: int
+    answer_id: int
+    generation: Generation
+    created: bool  # the question started this conversation
+
+
+def _trickle():
+    return current_app.extensions["trickle"]
+
+
+def question_text(posted: str | None) -> str:
+    """The question as typed, cleaned; a 400 when there is none, a 413 over MAX_INPUT_CHARS."""
+    content = (posted or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL
+    limit = _trickle().settings.max_input_chars
+    if not content:
+        abort(400, "Type a message first.")
+    if len(content) > limit:
+        abort(413, f"Your message is {len(content):,} characters long; the limit is {limit:,}.")
+    return content
+
+
+def ask(content: str, conversation_id: int | None, model: str = "") -> Exchange:
+    """A question in one of the owner's conversations, or in a new one (on `model`, when chosen)."""
+    app = _trickle()
+    owner = current_owner()
+    conversation = None
+    if conversation_id is not None:
+        conversation = storage.get_conversation(app.engine, conversation_id, owner)
+        if conversation is None:
+            abort(404, "This conversation no longer exists.")
+    _refuse_if_over_a_limit(owner, conversation_id)
+    created = conversation is None
+    if created:
+        chosen = model if model and model != app.settings.chat_model else None
+        new_id = storage.create_conversation(
+            app.engine, first_line_title(content), model=chosen, owner=owner, system_prompt=app.settings.system_prompt
+        )
+        conversation = storage.get_conversation(app.engine, new_id)
+    model = _model_of(conversation)
+    question_id, answer_id = storage.append_exchange(app.engine, conversation.id, content, model)
+    generation = _start(answer_id, conversation.id, model)
+    if created:
+        app.titles.ask(conversation.id, content, model, conversation.title)
+    return Exchange(conversation, question_id, answer_id, generation, created)
+
+
+def retry(answer) -> Generation:
+    """Write an ended answer again, in place."""
+    app = _trickle()
+    _refuse_if_over_a_limit(current_owner())
+    model = _model_of(storage.get_conversation(app.engine, answer.conversation_id))
+    storage.restart_message(app.engine, answer.id, model)
+    return _start(answer.id, answer.conversation_id, model)
+
+
+def regenerate(answer) -> Generation:
+    """A new answer to the same question (its row's id is the generation's key); the old one stays."""
+    app = _trickle()
+    _refuse_if_over_a_limit(current_owner())
+    model = _model_of(storage.get_conversation(app.engine, answer.conversation_id))
+    answer_id = storage.regenerate(app.engine, answer.id, model)
+    return _start(answer_id, answer.conversation_id, model)
+
+
+def edit(question, content: str) -> Generation:
+    """Replace a question: the answers being written after it stop, its later turns are hidden."""
+    app = _trickle()
+    _refuse_if_over_a_limit(current_owner())
+    for row in storage.list_messages(app.engine, question.conversation_id):
+        if row.id > question.id and row.status == Status.STREAMING:
+            app.registry.stop(row.id)
+    model = _model_of(storage.get_conversation(app.engine, question.conversation_id))
+    _, answer_id = storage.edit_and_resend(app.engine, question, content, model)
+    return _start(answer_id, question.conversation_id, model)
+
+
+def answer_unstored(messages: list[dict], model: str) -> Generation:
+    """An answer to the given messages that nothing stores (the JSON protocols), on the owner's limits."""
+    app = _trickle()
+    owner = g.get("owner")
+    if owner is not None:
+        _refuse_if_over_a_limit(owner)
+    try:
+        return app.registry.start(uuid.uuid4().hex, app.provider, messages, model, stored=False, owner=owner)
+    except Draining as err:
+        abort(503, str(err))
+
+
+def wait_until_done(generation: Generation) -> None:
+    """Without JavaScript the response comes once the answer is complete."""
+    generation.attach()  # a waiting request is a listener: the answer must not be dropped as unwatched
+    try:
+        generation.done.wait(_trickle().settings.stream_max + 10)
+    finally:
+        generation.detach()
+
+
+def _refuse_if_over_a_limit(owner: str, conversation_id: int | None = None) -> None:
+    app = _trickle()
+    refused = limits.refusal(app.engine, app.settings, app.registry, owner, conversation_id)
+    if refused:
+        abort(429, refused)
+
+
+def _model_of(conversation) -> str:
+    return conversation.model or _trickle().settings.chat_model
+
+
+def _start(answer_id: int, conversation_id: int, model: str) -> Generation:
+    """The stored answer's generation, on the conversation's history up to it."""
+    app = _trickle()
+    history = storage.prompt_messages(app.engine, conversation_id, answer_id)
+    try:
+        return app.registry.start(
+            answer_id, app.provider, history, model, owner=current_owner(), conversation_id=conversation_id
+        )
+    except Draining as err:
+        storage.finish_message(app.engine, answer_id, "", Status.INTERRUPTED, str(err))
+        abort(503, str(err))

@@ -1,0 +1,82 @@
+"""The JSON chat protocols' requests (`/api/chat` in both its forms, and `/ws`): read and checked.
+
+A request that cannot be answered raises `BadChatRequest`, an HTTP error like `abort()`'s:
+`errors.py` answers it as `{"error": …}` under /api, and `ws.py` as an error message.
+"""
+
+from __future__ import annotations
+
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+ROLES = ("system", "user", "assistant")
+
+
+class BadChatRequest(HTTPException):
+    """A chat request that cannot be answered: an HTTP status and a sentence saying why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.code = status
+
+
+def is_text(value: str) -> bool:
+    """Whether a string can be sent on as UTF-8: JSON can spell lone surrogates ("\\ud800"); no text holds one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _messages(body) -> list[dict]:
+    """The validated message list; raises `BadChatRequest` saying what is wrong with it."""
+    if not isinstance(body, dict):
+        raise BadChatRequest(
+            400, 'The body must be a JSON object like {"messages": [{"role": "user", "content": "Hi"}]}.'
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadChatRequest(400, '"messages" must be a non-empty list.')
+    clean = []
+    for position, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadChatRequest(400, f"messages[{position}] must be an object with role and content.")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise BadChatRequest(400, f"messages[{position}].role must be one of {', '.join(ROLES)}.")
+        if not isinstance(content, str):
+            raise BadChatRequest(400, f"messages[{position}].content must be a string.")
+        if not is_text(content):
+            raise BadChatRequest(
+                400, f"messages[{position}].content is not valid Unicode text (it holds a lone surrogate)."
+            )
+        clean.append({"role": role, "content": content})
+    return clean
+
+
+def chat_request(body, settings) -> tuple[list[dict], str]:
+    """The messages and model of a chat request, checked against the server's limits.
+
+    Shared by every protocol (`/api/chat`, `/ws`); raises `BadChatRequest`.
+    """
+    messages = _messages(body)
+    model = body.get("model") or settings.chat_model
+    if not isinstance(model, str) or not is_text(model):
+        raise BadChatRequest(400, '"model" must be a string.')
+    if sum(len(m["content"]) for m in messages) > settings.max_input_chars * 4:
+        raise BadChatRequest(413, "The conversation is too long for this server's MAX_INPUT_CHARS.")
+    return messages, model
+
+
+def json_body():
+    """The parsed JSON body, or None; a chunked body over MAX_CONTENT_LENGTH is a 413, not cut short.
+
+    With a Content-Length, Werkzeug refuses an oversize body up front; a chunked one it
+    quietly stops reading at the limit, which would look like broken JSON (a 400).
+    """
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        request.stream.read(1)  # past the limit: Werkzeug raises RequestEntityTooLarge here
+    return request.get_json(silent=True)
