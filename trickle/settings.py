@@ -116,6 +116,7 @@ def number(minimum: float = 0, maximum: float | None = None, *, whole: bool = Fa
 
 
 def whole(minimum: int = 0, maximum: int | None = None) -> Parse:
+    """A whole number within bounds (a count, a port, seconds gunicorn wants as an integer)."""
     return number(minimum, maximum, whole=True)
 
 
@@ -298,7 +299,8 @@ BY_NAME = {setting.name: setting for setting in SETTINGS}
 def read_setting(env: Mapping[str, str], name: str):
     """The value of one declared setting: the variable, else its default, parsed and checked.
 
-    Blank is unset. The error names the variable (and shows the value unless it is secret)."""
+    Blank is unset. The error names the variable, says what it is for, and shows the value unless it is
+    secret."""
     setting = BY_NAME[name]
     raw = env.get(name, "")
     raw = raw if setting.keep_spaces else raw.strip()
@@ -310,7 +312,7 @@ def read_setting(env: Mapping[str, str], name: str):
         return setting.parse(raw)
     except ValueError as reason:
         shown = "a value not shown here (it is secret)" if setting.secret else repr(raw)
-        raise SettingsError(f"{name} {reason}, got {shown}") from None
+        raise SettingsError(f"{name} {reason}, got {shown} ({setting.help})") from None
 
 
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
