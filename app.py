@@ -19,6 +19,8 @@ if __name__ == "__main__":
 
     from gevent.pywsgi import WSGIServer
 
-    port = int(os.environ.get("PORT", "8000"))
+    from trickle.settings import read_setting
+
+    port = read_setting(os.environ, "PORT")
     print(f"Trickle on http://127.0.0.1:{port}", flush=True)
     WSGIServer(("127.0.0.1", port), app).serve_forever()

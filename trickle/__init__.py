@@ -76,9 +76,7 @@ def create_app(env: dict | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_content_length,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     database_url = settings.database_url
     if database_url is None:

@@ -74,11 +74,3 @@ def refusal(engine, settings, registry, owner: str, conversation_id: int | None 
                 "(DAILY_TOKEN_BUDGET); it resets at midnight UTC."
             )
     return None
-
-
-def cost_of(settings, model: str, tokens_in: int, tokens_out: int) -> float:
-    """Estimated USD from MODEL_PRICES (0 for models without a price)."""
-    for name, price_in, price_out in settings.model_prices:
-        if name == model:
-            return (tokens_in * price_in + tokens_out * price_out) / 1_000_000
-    return 0.0

@@ -20,7 +20,7 @@ import time
 import gevent
 from gevent.event import Event
 
-from . import limits, metrics, storage
+from . import metrics, pricing, storage
 from .generation import Generation
 from .live import WATCH_RENEW_S, WATCH_TTL_S
 from .settings import Settings
@@ -297,7 +297,7 @@ class Registry:
 
     def _cost(self, generation: Generation) -> float:
         usage = generation.usage
-        return limits.cost_of(self.settings, generation.model, usage.prompt_tokens, usage.completion_tokens)
+        return pricing.cost_of(self.settings, generation.model, usage.prompt_tokens, usage.completion_tokens)
 
     def _account(self, generation: Generation, outcome: str, *, stored: bool) -> None:
         """Usage for the budgets, metrics, and one log line per stream (never its text)."""

@@ -1,15 +1,17 @@
 """Environment (and `.env`) to one validated, immutable settings object.
 
-Every setting is read here and nowhere else, so a typo fails at start with a
-message that names the variable instead of failing mid-stream.
+Every variable is declared once in `SETTINGS` (name, where it goes, how it is read, default, help) and
+read by one function, `read_setting`; nothing else reads the environment. A typo fails at start with a message
+that names the variable instead of failing mid-stream. Stdlib only: gunicorn's master loads this file
+on its own, before any worker's gevent monkey-patching (see gunicorn.conf.py).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from urllib.parse import urlparse
 
 
@@ -23,7 +25,7 @@ class Endpoint:
 
     name: str  # "openai", "openrouter", "ollama", "custom"
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)
     label: str
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -82,72 +84,250 @@ class Settings:
     local_max_concurrent: int
     local_threads: int
     temperature: float
+    log_level: str  # debug, info, warning, error or critical (lower case, as gunicorn spells them)
+
+    def __repr__(self) -> str:
+        """Secrets stay out of logs and tracebacks."""
+        hidden = {setting.attribute for setting in SETTINGS if setting.secret}
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        return "Settings(" + ", ".join(f"{k}={'…' if k in hidden and v else repr(v)}" for k, v in shown.items()) + ")"
+
+
+# -- kinds: each turns the variable's text into a value, or raises ValueError saying what it must be ---
+
+Parse = Callable[[str], object]
+
+
+def number(minimum: float = 0, maximum: float | None = None, *, whole: bool = False, scale: float = 1) -> Parse:
+    """A number (a whole one if `whole`) within bounds, times `scale` (0.001: milliseconds to seconds)."""
+
+    def parse(raw: str) -> float | int:
+        try:
+            value = int(raw) if whole else float(raw)
+        except ValueError:
+            raise ValueError("must be a whole number" if whole else "must be a number") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum:g}")
+        return value if scale == 1 else value * scale
+
+    return parse
+
+
+def whole(minimum: int = 0, maximum: int | None = None) -> Parse:
+    """A whole number within bounds (a count, a port, seconds gunicorn wants as an integer)."""
+    return number(minimum, maximum, whole=True)
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+def flag(raw: str) -> bool:
+    if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError("must be true or false")
+    return raw.lower() in ("1", "true", "yes")
+
+
+def choice(*options: str) -> Parse:
+    """One of a few words, in any case; the value is the lower-case word."""
+
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return raw.lower()
+
+    return parse
+
+
+def names(separator: str = ",") -> Parse:
+    """A list; blank items are dropped."""
+    return lambda raw: tuple(part.strip() for part in raw.split(separator) if part.strip())
+
+
+def url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL like http://127.0.0.1:11434")
+    return raw.rstrip("/")
+
+
+def rate(raw: str) -> str:
+    if not re.fullmatch(r"\d+\s*(/|per)\s*(second|minute|hour|day)s?", raw):
+        raise ValueError("must look like 30/minute")
+    return raw
+
+
+def existing_file(raw: str) -> str:
+    if not os.path.isfile(raw):
+        raise ValueError("must be an existing file")
+    return os.path.abspath(raw)
+
+
+def existing_folder(raw: str) -> str:
+    path = os.path.abspath(raw)
+    if not os.path.isdir(path):
+        raise ValueError("must be an existing folder")
+    return path
+
+
+def prices(raw: str) -> tuple[tuple[str, float, float], ...]:
+    """MODEL_PRICES="gpt-5.4-mini=0.25/2.00, llama3.2=0/0": USD per million tokens in/out."""
+    found = []
+    for item in names()(raw):
+        try:
+            model, pair = item.rsplit("=", 1)
+            price_in, price_out = (float(part) for part in pair.split("/"))
+        except ValueError:
+            raise ValueError("entries must look like model=0.25/2.00 (USD per 1M tokens in/out)") from None
+        found.append((model.strip(), price_in, price_out))
+    return tuple(found)
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+Default = str | Callable[[Mapping[str, str]], str] | None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the Settings field it fills, how it is read, its default, what it is for."""
+
+    name: str
+    attribute: str | None  # None: read where it is used (gunicorn, the database pool) or derived below
+    parse: Parse
+    default: Default  # as one would write it in the environment (or computed from it); None: unset
+    help: str
+    secret: bool = False  # never echoed in an error or a repr
+    keep_spaces: bool = False  # taken exactly as given (a password); else surrounding spaces are dropped
+
+
+def _on_heroku(env: Mapping[str, str]) -> bool:
+    return bool(read_setting(env, "DYNO"))
+
+
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    # The model: which provider, which model (see _endpoint)
+    Setting("CHAT_PROVIDER", "forced_provider", choice("openai", "openrouter", "ollama", "local", "demo"), None,
+            "force a provider instead of the first one configured"),
+    Setting("OPENAI_API_KEY", None, text, None, "an OpenAI (or OpenAI-compatible) key", secret=True),
+    Setting("OPENAI_BASE_URL", None, url, None, "an OpenAI-compatible server, e.g. http://host:port/v1"),
+    Setting("OPENROUTER_API_KEY", None, text, None, "use OpenRouter", secret=True),
+    Setting("OLLAMA_HOST", None, url, None, "use Ollama at this address (default http://127.0.0.1:11434)"),
+    Setting("CHAT_MODEL", None, text, None, "the model of new answers; unset, the provider's default"),
+    Setting("CHAT_MODELS", "chat_models", names(), "", "the models people can pick (else the provider's list)"),
+    Setting("FALLBACK_MODELS", "fallback_models", names(), "", "models to try when the first keeps failing"),
+    Setting("MODEL_TITLES", "model_titles", flag, "true", "a real provider names new conversations"),
+    Setting("TITLE_MODEL", "title_model", text, None, "the model that names them, if not the chat's own"),
+    Setting("TEMPERATURE", "temperature", number(0), "0.7", "sampling temperature sent upstream"),
+    Setting("MAX_TOKENS", "max_tokens", whole(1), None, "max_tokens sent upstream"),
+    Setting("LOCAL_MODEL_PATH", "local_model_path", existing_file, None, "a .gguf file for the local model"),
+    Setting("LOCAL_MAX_CONCURRENT", "local_max_concurrent", whole(1), "1", "local answers at once per worker"),
+    Setting("LOCAL_THREADS", "local_threads", whole(1), lambda env: str(min(os.cpu_count() or 2, 4)),
+            "CPU threads of the local model (default: the cores, at most 4)"),
+    Setting("DEMO_DELAY_MS", "demo_delay", number(0, scale=0.001), "25", "the demo model's pace"),
+    # Storage
+    Setting("DATABASE_URL", "database_url", text, None, "PostgreSQL (or SQLite) URL; unset, SQLite in instance/",
+            secret=True),
+    Setting("DB_POOL_SIZE", None, whole(1), "5", "PostgreSQL connections kept open per worker"),
+    Setting("DB_MAX_OVERFLOW", None, whole(0), "10", "more connections opened under load"),
+    Setting("DB_POOL_TIMEOUT", None, whole(1), "10", "seconds a request waits for a connection"),
+    Setting("DB_CONNECT_TIMEOUT", None, whole(1), "5", "seconds before connecting gives up"),
+    Setting("REDIS_URL", "redis_url", text, None, "live answers, Stop and rate limits across instances",
+            secret=True),
+    Setting("REDIS_KEY_PREFIX", "redis_key_prefix", text, None, "Redis key scope; unset, from the database URL"),
+    # Streaming
+    Setting("STREAM_FLUSH_MS", "flush_interval", number(0, scale=0.001), "30", "ms between two writes"),
+    Setting("STREAM_FLUSH_CHARS", "flush_chars", whole(1), "2048", "write sooner once this many characters wait"),
+    Setting("SSE_PING_S", "ping_interval", number(0.05), "15", "keep-alive comment interval"),
+    Setting("SAVE_INTERVAL_S", "save_interval", number(0.05), "1", "how often live answers are saved"),
+    Setting("DISCONNECT_GRACE_S", "disconnect_grace", number(0), "30", "how long an unwatched answer goes on"),
+    Setting("ATTACH_TIMEOUT_S", "attach_timeout", number(0), "15", "how long a new answer waits for a listener"),
+    Setting("CONNECT_TIMEOUT_S", "connect_timeout", number(0.1), "10", "upstream connect deadline"),
+    Setting("FIRST_TOKEN_TIMEOUT_S", "first_token_timeout", number(0.1), "120", "upstream first-token deadline"),
+    Setting("STREAM_IDLE_S", "idle_timeout", number(0.1), "60", "upstream silence deadline"),
+    Setting("STREAM_MAX_S", "stream_max", number(0.1), "600", "longest answer"),
+    Setting("UPSTREAM_RETRIES", "retry_attempts", whole(0), "2", "retries of 429/5xx before the first token"),
+    Setting("UPSTREAM_RETRY_MAX_S", "retry_max_wait", number(0), "20", "longest wait between two retries"),
+    # Limits
+    Setting("MAX_INPUT_CHARS", "max_input_chars", whole(1), "20000", "longest message"),
+    Setting("MAX_CONTENT_LENGTH", "max_content_length", whole(1024), "1048576", "bytes of one request body"),
+    Setting("MAX_MESSAGES_PER_CONVERSATION", "max_messages_per_conversation", whole(2), "500",
+            "messages in one conversation"),
+    Setting("MAX_CONCURRENT_PER_OWNER", "max_concurrent_per_owner", whole(1), "3", "answers streaming at once"),
+    Setting("LOGIN_RATE_LIMIT", "login_rate_limit", rate, "5/minute", "login attempts"),
+    Setting("RATE_LIMIT_PER_OWNER", "rate_limit_owner", rate, "30/minute", "answers started per owner"),
+    Setting("RATE_LIMIT_PER_IP", "rate_limit_ip", rate, "120/minute", "answers started per client address"),
+    Setting("DAILY_TOKEN_BUDGET", "daily_token_budget", whole(1), None, "tokens per UTC day, whole instance"),
+    Setting("OWNER_DAILY_TOKEN_BUDGET", "owner_daily_token_budget", whole(1), None, "tokens per UTC day, per owner"),
+    Setting("MODEL_PRICES", "model_prices", prices, "", "model=in/out USD per million tokens, comma-separated"),
+    # Security
+    Setting("SECRET_KEY", "secret_key", text, None, "signs cookies; required in production", secret=True),
+    Setting("APP_ENV", None, choice("production", "development"),
+            lambda env: "production" if _on_heroku(env) else "development", "production requires SECRET_KEY"),
+    Setting("DYNO", None, text, None, "set by Heroku on each dyno: production and TRUST_PROXY by default"),
+    Setting("TRUST_PROXY", "trust_proxy", flag, lambda env: "true" if _on_heroku(env) else "false",
+            "take scheme and client address from X-Forwarded-*"),
+    Setting("APP_PASSWORD", "app_password", text, None, "a login page in front of everything", secret=True,
+            keep_spaces=True),
+    Setting("API_TOKENS", "api_tokens", names(), "", "bearer tokens for /api/* and /ws", secret=True),
+    Setting("METRICS_TOKEN", "metrics_token", text, None, "bearer token for /metrics", secret=True),
+    # Words and look (docs/customizing.md)
+    Setting("APP_NAME", "app_name", text, "Trickle", "the name in the sidebar and the page title"),
+    Setting("APP_LOGO", "app_logo", text, None, "an image URL or /static/… path shown before the name"),
+    Setting("WELCOME_MESSAGE", "welcome_message", text, "What can I help with?", "the heading of a new chat"),
+    Setting("SUGGESTED_PROMPTS", "suggested_prompts", names("|"), "", "prompts on a new chat, separated by |"),
+    Setting("SYSTEM_PROMPT", "system_prompt", text, None, "the system prompt of new conversations"),
+    Setting("TEMPLATES_DIR", "templates_dir", existing_folder, None, "templates that win over the built-in ones"),
+    Setting("STATIC_DIR", "static_dir", existing_folder, None, "static files that win over the built-in ones"),
+    # The server (gunicorn.conf.py)
+    Setting("PORT", None, whole(1, 65535), "8000", "the port gunicorn listens on"),
+    Setting("WEB_CONCURRENCY", None, whole(1), "1", "gunicorn worker processes"),
+    Setting("WORKER_CONNECTIONS", None, whole(1), "1000", "connections per gevent worker"),
+    Setting("GRACEFUL_TIMEOUT", None, whole(0), "25", "seconds to finish answers after SIGTERM"),
+    Setting("ACCESS_LOG", None, text, None, "gunicorn's access log file (- for stdout); unset, none"),
+    Setting("LOG_LEVEL", "log_level", choice("debug", "info", "warning", "error", "critical"), "info",
+            "how much the app and gunicorn log"),
+)
+# fmt: on
+
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def read_setting(env: Mapping[str, str], name: str):
+    """The value of one declared setting: the variable, else its default, parsed and checked.
+
+    Blank is unset. The error names the variable, says what it is for, and shows the value unless it is
+    secret."""
+    setting = BY_NAME[name]
+    raw = env.get(name, "")
+    raw = raw if setting.keep_spaces else raw.strip()
+    if not raw:
+        raw = setting.default(env) if callable(setting.default) else setting.default
+    if raw is None:
+        return None
+    try:
+        return setting.parse(raw)
+    except ValueError as reason:
+        shown = "a value not shown here (it is secret)" if setting.secret else repr(raw)
+        raise SettingsError(f"{name} {reason}, got {shown} ({setting.help})") from None
 
 
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 OPENROUTER_BASE = "https://openrouter.ai/api/v1"
 OLLAMA_DEFAULT_HOST = "http://127.0.0.1:11434"
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value
-
-
-def read_integer(env: Mapping[str, str], name: str, default: int | None, *, minimum: int = 0) -> int | None:
-    """A whole-number setting; the error names the variable."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("1", "0", "true", "false", "yes", "no"):
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
-    return raw in ("1", "true", "yes")
-
-
-def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
-    raw = env.get(name, "").strip() or default
-    if raw is None:
-        return None
-    parsed = urlparse(raw)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise SettingsError(f"{name} must be an http(s) URL like http://127.0.0.1:11434, got {raw!r}")
-    return raw.rstrip("/")
-
-
-def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "openrouter": "openai/gpt-5.4-mini", "ollama": "llama3.2"}
 
 
 def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
     """Pick the provider: an explicit CHAT_PROVIDER, else the first one configured, else the demo."""
-    choice = env.get("CHAT_PROVIDER", "").strip().lower()
-    if choice not in ("", "openai", "openrouter", "ollama", "local", "demo"):
-        raise SettingsError(f"CHAT_PROVIDER must be one of openai, openrouter, ollama, local, demo; got {choice!r}")
-    openai_key = env.get("OPENAI_API_KEY", "").strip()
-    openai_base = _url(env, "OPENAI_BASE_URL")
-    openrouter_key = env.get("OPENROUTER_API_KEY", "").strip()
-    ollama_host = _url(env, "OLLAMA_HOST")
+    choice = read_setting(env, "CHAT_PROVIDER")
+    openai_key = read_setting(env, "OPENAI_API_KEY")
+    openai_base = read_setting(env, "OPENAI_BASE_URL")
+    openrouter_key = read_setting(env, "OPENROUTER_API_KEY")
+    ollama_host = read_setting(env, "OLLAMA_HOST")
     if not choice:
         if openai_key or openai_base:
             choice = "openai"
@@ -166,7 +346,7 @@ def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
     if choice == "openrouter":
         if not openrouter_key:
             raise SettingsError("OPENROUTER_API_KEY is required when CHAT_PROVIDER=openrouter")
-        headers = (("X-Title", env.get("APP_NAME", "Trickle")),)
+        headers = (("X-Title", read_setting(env, "APP_NAME")),)
         return Endpoint("openrouter", OPENROUTER_BASE, openrouter_key, "OpenRouter", headers)
     if choice == "ollama":
         host = ollama_host or OLLAMA_DEFAULT_HOST
@@ -174,119 +354,23 @@ def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
     return None
 
 
-DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "openrouter": "openai/gpt-5.4-mini", "ollama": "llama3.2"}
-
-
-def _file(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    if not os.path.isfile(raw):
-        raise SettingsError(f"{name} must be an existing file, got {raw!r}")
-    return os.path.abspath(raw)
-
-
-def _folder(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    path = os.path.abspath(raw)
-    if not os.path.isdir(path):
-        raise SettingsError(f"{name} must be an existing folder, got {raw!r}")
-    return path
-
-
-def _prices(env: Mapping[str, str]) -> tuple[tuple[str, float, float], ...]:
-    """MODEL_PRICES="gpt-5.4-mini=0.25/2.00, llama3.2=0/0": USD per million tokens in/out."""
-    prices = []
-    for item in _names(env, "MODEL_PRICES"):
-        try:
-            model, pair = item.rsplit("=", 1)
-            price_in, price_out = (float(part) for part in pair.split("/"))
-        except ValueError:
-            raise SettingsError(
-                f"MODEL_PRICES entries look like model=0.25/2.00 (USD per 1M tokens in/out), got {item!r}"
-            ) from None
-        prices.append((model.strip(), price_in, price_out))
-    return tuple(prices)
-
-
-def _limit(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name, "").strip() or default
-    if not re.fullmatch(r"\d+\s*(/|per)\s*(second|minute|hour|day)s?", raw):
-        raise SettingsError(f"{name} must look like 30/minute, got {raw!r}")
-    return raw
-
-
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise SettingsError naming the first bad variable."""
+    """Read and check every declared setting; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
+    values = {setting.name: read_setting(env, setting.name) for setting in SETTINGS}
     endpoint = _endpoint(env)
-    app_env = env.get("APP_ENV", "").strip().lower() or ("production" if env.get("DYNO") else "development")
-    if app_env not in ("production", "development"):
-        raise SettingsError(f"APP_ENV must be production or development, got {app_env!r}")
-    production = app_env == "production"
-    if production and not env.get("SECRET_KEY", "").strip():
+    production = values["APP_ENV"] == "production"
+    if production and not values["SECRET_KEY"]:
         raise SettingsError(
             "SECRET_KEY must be set in production (APP_ENV=production): it signs the cookies "
             "that keep each person's conversations private. Generate one with "
             "python -c 'import secrets; print(secrets.token_hex(32))'"
         )
     default_model = DEFAULT_MODELS.get(endpoint.name, "default") if endpoint else "demo"
-    chat_model = env.get("CHAT_MODEL", "").strip() or default_model
-    chat_models = _names(env, "CHAT_MODELS")
-    flush_ms = _number(env, "STREAM_FLUSH_MS", 30, minimum=0)
     return Settings(
         endpoint=endpoint,
-        chat_model=chat_model,
-        chat_model_set=bool(env.get("CHAT_MODEL", "").strip()),
-        chat_models=chat_models,
-        database_url=env.get("DATABASE_URL", "").strip() or None,
-        secret_key=env.get("SECRET_KEY", "").strip() or None,
-        flush_interval=flush_ms / 1000,
-        flush_chars=read_integer(env, "STREAM_FLUSH_CHARS", 2048, minimum=1),
-        ping_interval=_number(env, "SSE_PING_S", 15, minimum=0.05),
-        save_interval=_number(env, "SAVE_INTERVAL_S", 1.0, minimum=0.05),
-        disconnect_grace=_number(env, "DISCONNECT_GRACE_S", 30),
-        attach_timeout=_number(env, "ATTACH_TIMEOUT_S", 15),
-        connect_timeout=_number(env, "CONNECT_TIMEOUT_S", 10, minimum=0.1),
-        first_token_timeout=_number(env, "FIRST_TOKEN_TIMEOUT_S", 120, minimum=0.1),
-        idle_timeout=_number(env, "STREAM_IDLE_S", 60, minimum=0.1),
-        stream_max=_number(env, "STREAM_MAX_S", 600, minimum=0.1),
-        retry_attempts=read_integer(env, "UPSTREAM_RETRIES", 2),
-        retry_max_wait=_number(env, "UPSTREAM_RETRY_MAX_S", 20),
-        fallback_models=_names(env, "FALLBACK_MODELS"),
-        max_input_chars=read_integer(env, "MAX_INPUT_CHARS", 20000, minimum=1),
-        max_content_length=read_integer(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
-        max_tokens=read_integer(env, "MAX_TOKENS", None, minimum=1),
-        demo_delay=_number(env, "DEMO_DELAY_MS", 25) / 1000,
-        app_name=env.get("APP_NAME", "").strip() or "Trickle",
-        app_logo=env.get("APP_LOGO", "").strip() or None,
-        welcome_message=env.get("WELCOME_MESSAGE", "").strip() or "What can I help with?",
-        suggested_prompts=tuple(p.strip() for p in env.get("SUGGESTED_PROMPTS", "").split("|") if p.strip()),
-        system_prompt=env.get("SYSTEM_PROMPT", "").strip() or None,
-        model_titles=_flag(env, "MODEL_TITLES", default=True),
-        title_model=env.get("TITLE_MODEL", "").strip() or None,
-        templates_dir=_folder(env, "TEMPLATES_DIR"),
-        static_dir=_folder(env, "STATIC_DIR"),
+        chat_model=values["CHAT_MODEL"] or default_model,
+        chat_model_set=values["CHAT_MODEL"] is not None,
         production=production,
-        trust_proxy=_flag(env, "TRUST_PROXY", default=bool(env.get("DYNO"))),
-        app_password=env.get("APP_PASSWORD") or None,
-        api_tokens=_names(env, "API_TOKENS"),
-        metrics_token=env.get("METRICS_TOKEN", "").strip() or None,
-        redis_url=env.get("REDIS_URL", "").strip() or None,
-        redis_key_prefix=env.get("REDIS_KEY_PREFIX", "").strip() or None,
-        login_rate_limit=_limit(env, "LOGIN_RATE_LIMIT", "5/minute"),
-        rate_limit_owner=_limit(env, "RATE_LIMIT_PER_OWNER", "30/minute"),
-        rate_limit_ip=_limit(env, "RATE_LIMIT_PER_IP", "120/minute"),
-        max_concurrent_per_owner=read_integer(env, "MAX_CONCURRENT_PER_OWNER", 3, minimum=1),
-        max_messages_per_conversation=read_integer(env, "MAX_MESSAGES_PER_CONVERSATION", 500, minimum=2),
-        daily_token_budget=read_integer(env, "DAILY_TOKEN_BUDGET", None, minimum=1),
-        owner_daily_token_budget=read_integer(env, "OWNER_DAILY_TOKEN_BUDGET", None, minimum=1),
-        model_prices=_prices(env),
-        forced_provider=env.get("CHAT_PROVIDER", "").strip().lower() or None,
-        local_model_path=_file(env, "LOCAL_MODEL_PATH"),
-        local_max_concurrent=read_integer(env, "LOCAL_MAX_CONCURRENT", 1, minimum=1),
-        local_threads=read_integer(env, "LOCAL_THREADS", min(os.cpu_count() or 2, 4), minimum=1),
-        temperature=_number(env, "TEMPERATURE", 0.7),
+        **{setting.attribute: values[setting.name] for setting in SETTINGS if setting.attribute},
     )

@@ -19,7 +19,7 @@ from contextlib import contextmanager, nullcontext
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .settings import read_integer
+from .settings import read_setting
 from .status import Status
 
 log = logging.getLogger("trickle.storage")
@@ -100,9 +100,9 @@ def pool_options(env: Mapping[str, str] | None = None) -> dict:
     """
     env = os.environ if env is None else env
     return {
-        "pool_size": read_integer(env, "DB_POOL_SIZE", 5, minimum=1),
-        "max_overflow": read_integer(env, "DB_MAX_OVERFLOW", 10, minimum=0),
-        "pool_timeout": read_integer(env, "DB_POOL_TIMEOUT", 10, minimum=1),
+        "pool_size": read_setting(env, "DB_POOL_SIZE"),
+        "max_overflow": read_setting(env, "DB_MAX_OVERFLOW"),
+        "pool_timeout": read_setting(env, "DB_POOL_TIMEOUT"),
     }
 
 
@@ -140,7 +140,7 @@ def make_engine(url: str, env: Mapping[str, str] | None = None) -> Engine:
         # A server that vanished without closing its connections (a network cut, a failover) must
         # not hang a query for the kernel's minutes: TCP keepalives and a send timeout end it in ~20 s.
         connect_args = {
-            "connect_timeout": read_integer(env, "DB_CONNECT_TIMEOUT", 5, minimum=1),
+            "connect_timeout": read_setting(env, "DB_CONNECT_TIMEOUT"),
             "application_name": "trickle",
             "keepalives": 1,
             "keepalives_idle": 10,
