@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import secrets
 import time
@@ -13,7 +12,7 @@ import click
 from dotenv import load_dotenv
 from flask import Flask
 
-from . import customize, storage
+from . import customize, logs, storage
 from .providers import DemoModel, OpenAICompatible, make_provider
 from .registry import Registry
 from .settings import Settings, load_settings
@@ -76,7 +75,7 @@ def create_app(env: dict | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_content_length,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level)
 
     database_url = settings.database_url
     if database_url is None:
