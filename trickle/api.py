@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from . import aisdk, limits, sse
 from .errors import error_response
-from .listen import ApiEvents, follow
+from .listen import ApiEvents, sse_stream
 from .registry import Draining
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -127,7 +127,7 @@ def chat():
     except Draining as err:
         return error_response(503, str(err))
     encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents()
-    stream = follow(
+    stream = sse_stream(
         generation, 0, encoder, flush_interval=app.settings.flush_interval, ping_interval=app.settings.ping_interval
     )
     headers = {**sse.HEADERS, **aisdk.HEADERS} if ai_sdk else sse.HEADERS
