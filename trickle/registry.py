@@ -70,7 +70,7 @@ class Registry:
             grace=settings.disconnect_grace if stored else 0.0,
             attach_timeout=settings.attach_timeout,
             flush_chars=settings.flush_chars,
-            on_finish=self._finished if stored else self._finished_unstored,
+            on_finish=self._finished,
             stored=stored,
             owner=owner,
             conversation_id=conversation_id,
@@ -95,12 +95,13 @@ class Registry:
         self._saved_length.pop(generation.key, None)
         metrics.ACTIVE_STREAMS.dec()
 
-    def _finished_unstored(self, generation: Generation, outcome: str, error: str | None) -> None:
-        self._forget(generation)
-        self._account(generation, outcome, stored=False)
-
     def _finished(self, generation: Generation, outcome: str, error: str | None) -> None:
         self._forget(generation)
+        if generation.stored:
+            self._save_end(generation, outcome, error)
+        self._account(generation, outcome)
+
+    def _save_end(self, generation: Generation, outcome: str, error: str | None) -> None:
         usage = generation.usage
         cost = self._cost(generation)
         # The answer must reach the database, even through a restart of it: retried with backoff for
@@ -122,7 +123,6 @@ class Registry:
             ),
         )
         self.followers.published_end(generation, outcome, error, saved)
-        self._account(generation, outcome, stored=True)
 
     def _retrying(self, what: str, action, budget: float = FINISH_RETRY_S) -> bool:
         deadline = time.monotonic() + budget
@@ -145,7 +145,7 @@ class Registry:
         usage = generation.usage
         return limits.cost_of(self.settings, generation.model, usage.prompt_tokens, usage.completion_tokens)
 
-    def _account(self, generation: Generation, outcome: str, *, stored: bool) -> None:
+    def _account(self, generation: Generation, outcome: str) -> None:
         """Usage for the budgets, metrics, and one log line per stream (never its text)."""
         usage = generation.usage
         cost = self._cost(generation)
@@ -173,7 +173,7 @@ class Registry:
         log.info(
             "stream kind=%s id=%s conversation=%s model=%s outcome=%s tokens_in=%d tokens_out=%d "
             "cost_usd=%.6f ttft_ms=%s duration_ms=%s",
-            "page" if stored else "api",
+            "page" if generation.stored else "api",
             generation.key,
             generation.conversation_id,
             generation.model,
