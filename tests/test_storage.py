@@ -345,22 +345,22 @@ def test_an_answer_followed_while_the_poll_is_in_flight_is_not_taken_for_deleted
     conversation = storage.create_conversation(engine, "t")
     first = storage.append_exchange(engine, conversation, "q1", "m")[1]
     second = storage.append_exchange(engine, conversation, "q2", "m")[1]
-    registry = Registry(engine, load_settings({}))
-    registry.follow(first, "")
+    followers = Registry(engine, load_settings({})).followers
+    followers.track(first, "")
     read = storage.read_remote_progress
 
     def read_while_a_request_follows_another(engine_, cursors):
         rows = read(engine_, cursors)
-        registry.follow(second, "")  # what a request does while the query waits for the database
+        followers.track(second, "")  # what a request does while the query waits for the database
         return rows
 
     monkeypatch.setattr(storage, "read_remote_progress", read_while_a_request_follows_another)
     try:
-        registry._poll_remote()
-        assert not registry.remote[first].finished and not registry.remote[second].finished
+        followers.poll()
+        assert not followers.remote[first].finished and not followers.remote[second].finished
         storage.delete_conversation(engine, conversation)  # deleted for real: both are told so
         monkeypatch.setattr(storage, "read_remote_progress", read)
-        registry._poll_remote()
-        assert registry.remote[first].error == registry.remote[second].error == "This conversation was deleted."
+        followers.poll()
+        assert followers.remote[first].error == followers.remote[second].error == "This conversation was deleted."
     finally:
-        registry.remote.clear()  # the monitor greenlet, if it ever runs here, ends at once
+        followers.remote.clear()  # the monitor greenlet, if it ever runs here, ends at once

@@ -132,3 +132,36 @@ def test_link_reference_definitions_render_whole():
 
     assert not renders_by_blocks("See [the docs][d].\n\n[d]: https://example.org\n")
     assert renders_by_blocks("A [plain](https://example.org) link and a [bracket] in text.\n")
+
+
+def test_generations_remote_answers_and_ended_messages_all_give_listeners_one_face():
+    from trickle.followers import RemoteAnswer
+    from trickle.generation import Generation
+    from trickle.textlog import EndedMessage, Followed
+
+    for followed in (Generation(1, DemoModel(0), [], "demo"), RemoteAnswer(1, "Hi"), EndedMessage("Hi", "done")):
+        assert isinstance(followed, Followed) and followed.abandoned is False
+
+
+def test_follow_yields_text_events_that_each_encoder_writes_in_its_own_form():
+    from trickle.followers import RemoteAnswer
+    from trickle.listen import PING, ApiEvents, Start, Update, follow, sse_stream
+    from trickle.textlog import EndedMessage
+
+    remote = RemoteAnswer(1, "Hello, ")
+    remote.feed(7, "world")
+    remote.update("Hello, world", "done", None)
+    intervals = {"flush_interval": 0.01, "ping_interval": 1.0}
+    assert list(follow(remote, 0, **intervals)) == [Start("", 0), Update(12, "Hello, world", ended=remote)]
+    # One write for the whole batch; a first byte at once even when the start has nothing to say.
+    assert list(sse_stream(remote, 0, ApiEvents(), **intervals)) == [
+        sse.PING,
+        b'data: {"content": "Hello, world"}\n\ndata: [DONE]\n\n',
+    ]
+    ended = EndedMessage("Hello", "failed", "It broke.")
+    assert list(follow(ended, 2, **intervals)) == [Start("", 2), Update(2, ended=ended)]  # only its end
+    assert ApiEvents().encode(PING) == []
+
+    abandoned = RemoteAnswer(2, "Half an ans")
+    abandoned.abandoned = True  # this worker shuts down: the listener ends without a final event
+    assert list(follow(abandoned, 0, **intervals)) == [Start("", 0)]

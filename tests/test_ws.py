@@ -12,7 +12,8 @@ import requests
 import websocket
 
 from tests.fake_upstream import Script
-from trickle.ws import SocketEvents, split_events
+from trickle.listen import PING, Start, Update
+from trickle.ws import SocketEvents
 
 HI = [{"role": "user", "content": "hi"}]
 MAX_EVENTS = 20000  # every read loop is bounded; the socket timeout bounds each read
@@ -54,12 +55,12 @@ def read_answer(ws) -> tuple[str, list[dict]]:
 def test_each_event_is_one_whole_json_message():
     encoder = SocketEvents()
     odd = "a line\u2028separator, a\x85next line, a\nnewline, \u2029 and 🎉"
-    chunk = (encoder.start("", 0) or ": ping\n\n") + encoder.text(odd, 10) + encoder.notice("Retrying in 2 s…", 10)
-    assert [json.loads(e) for e in split_events(chunk.encode())] == [
+    messages = encoder.encode(Start("", 0)) + encoder.encode(Update(10, odd, True, "Retrying in 2 s…"))
+    assert [json.loads(m) for m in messages] == [
         {"type": "token", "content": odd},
         {"type": "status", "message": "Retrying in 2 s…"},
     ]
-    assert split_events(b": ping\n\n") == []
+    assert encoder.encode(PING) == [] and encoder.encode(Update(10, "", True, None)) == []
 
 
 @pytest.fixture

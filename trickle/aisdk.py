@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 
 from .chat_requests import BadChatRequest
+from .listen import Encoder
+from .textlog import Followed
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 PROTOCOLS = ("", "json", "ai-sdk")
@@ -78,10 +80,8 @@ def part(chunk: dict) -> str:
 DONE = "data: [DONE]\n\n"
 
 
-class UIMessageStreamEvents:
+class UIMessageStreamEvents(Encoder):
     """Encoder for `follow()`: one assistant message with one text part."""
-
-    needs_prefix = False
 
     def __init__(self, message_id: str):
         self.message_id = f"msg-{message_id}"
@@ -101,12 +101,12 @@ class UIMessageStreamEvents:
     def notice(self, notice: str | None, cursor: int) -> str:
         return f": {' '.join(notice.split())}\n\n" if notice else ""  # a comment: the SDK skips it
 
-    def finish(self, generation, cursor: int) -> str:
+    def finish(self, followed: Followed, cursor: int) -> str:
         out = []
         if self.text_open:
             out.append(part({"type": "text-end", "id": self.text_id}))
-        if generation.status.is_error:
-            out.append(part({"type": "error", "errorText": generation.error or generation.status}))
+        if followed.status.is_error:
+            out.append(part({"type": "error", "errorText": followed.error or followed.status}))
         out.append(part({"type": "finish"}))
         out.append(DONE)
         return "".join(out)

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, request
 
 from . import aisdk, answers, limits, sse
 from .chat_requests import chat_request, json_body
-from .listen import ApiEvents, follow
+from .listen import ApiEvents, sse_stream
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -28,7 +28,7 @@ def chat():
     messages, model = chat_request(aisdk.to_plain_request(body) if ai_sdk else body, app.settings)
     generation = answers.answer_unstored(messages, model)
     encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents()
-    stream = follow(
+    stream = sse_stream(
         generation, 0, encoder, flush_interval=app.settings.flush_interval, ping_interval=app.settings.ping_interval
     )
     headers = {**sse.HEADERS, **aisdk.HEADERS} if ai_sdk else sse.HEADERS

@@ -20,6 +20,7 @@ from gevent.event import Event
 
 from .providers import ProviderError, Usage, counted_usage
 from .status import Status
+from .textlog import TextLog
 
 log = logging.getLogger("trickle.generation")
 
@@ -37,8 +38,11 @@ class Interrupt(BaseException):
         self.message = message
 
 
-class Generation:
-    """One answer: its text log, its outcome, and the listeners following it."""
+class Generation(TextLog):
+    """One answer: its text log, its outcome, and the listeners following it.
+
+    `stored` ones are saved under message id `key`; the others (`/api/chat`, `/ws`) are not.
+    """
 
     def __init__(
         self,
@@ -54,8 +58,15 @@ class Generation:
         attach_timeout: float = 15.0,
         flush_chars: int = 2048,
         on_finish: Callable[[Generation, str, str | None], None] | None = None,
+        stored: bool = True,
+        owner: str | None = None,
+        conversation_id: int | None = None,
     ):
+        super().__init__()
         self.key = key
+        self.stored = stored
+        self.owner = owner
+        self.conversation_id = conversation_id
         self.provider = provider
         self.messages = messages
         self.model = model
@@ -67,15 +78,8 @@ class Generation:
         self.flush_chars = flush_chars
         self.on_finish = on_finish
 
-        self.parts: list[str] = []  # the append-only log; offsets count characters
-        self.length = 0
-        self.status = Status.STREAMING
-        self.error: str | None = None
-        self.notice: str | None = None  # e.g. "retrying in 2 s…", shown while waiting
         self.usage: Usage | None = None
         self.upstream_status: int | None = None  # the HTTP status of a provider failure, for metrics
-        self.owner: str | None = None
-        self.conversation_id: int | None = None
         self.started_at = time.monotonic()
         self.attempt_started_at = self.started_at
         self.waiting = False  # sleeping before a retry: no first-token deadline
@@ -83,11 +87,8 @@ class Generation:
         self.last_token_at: float | None = None
         self.finished_at: float | None = None
 
-        self.listeners = 0
         self.ever_attached = False
         self.unwatched_since: float | None = self.started_at
-        self.idle_waiters = 0  # listeners with nothing to send, waiting for the next delta
-        self.wakeup = Event()
         self.done = Event()
         self._urgent_mark = 0
         self._greenlet: gevent.Greenlet | None = None
@@ -95,30 +96,7 @@ class Generation:
         self._running = False
         self._cancel_first: Interrupt | None = None  # a cancel that came before the greenlet ran
 
-    # -- the log -------------------------------------------------------------
-    @property
-    def finished(self) -> bool:
-        return self.status != Status.STREAMING
-
-    def text(self) -> str:
-        return "".join(self.parts)  # never merged in place: listeners hold indexes into parts
-
-    def locate(self, cursor: int) -> tuple[int, str]:
-        """Where a listener at `cursor` resumes: (part index, text it has not seen of that part)."""
-        if cursor <= 0:
-            return 0, ""
-        offset = 0
-        for index, part in enumerate(self.parts):
-            if offset + len(part) > cursor:
-                return index + 1, part[cursor - offset :]
-            offset += len(part)
-        return len(self.parts), ""
-
-    def _signal(self) -> None:
-        """Wake every waiting listener (a fresh Event, so none of them misses a wake-up)."""
-        wakeup, self.wakeup = self.wakeup, Event()
-        wakeup.set()
-
+    # -- the log (`TextLog` has the listener side) ----------------------------
     def _append(self, delta: str) -> None:
         if "\x00" in delta:  # PostgreSQL cannot store it: the answer would never be saved
             delta = delta.replace("\x00", "")
@@ -136,11 +114,11 @@ class Generation:
         self.length += len(delta)
         if self.idle_waiters or self.length - self._urgent_mark >= self.flush_chars:
             self._urgent_mark = self.length
-            self._signal()
+            self.signal()
 
     def _set_notice(self, notice: str | None) -> None:
         self.notice = notice
-        self._signal()
+        self.signal()
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> Generation:
@@ -155,12 +133,12 @@ class Generation:
             self._greenlet.kill(Interrupt(outcome, message), block=False)
 
     def attach(self) -> None:
-        self.listeners += 1
+        super().attach()
         self.ever_attached = True
         self.unwatched_since = None
 
     def detach(self) -> None:
-        self.listeners -= 1
+        super().detach()
         if self.listeners == 0 and not self.finished:
             self.unwatched_since = time.monotonic()
             if self.grace <= 0:
@@ -256,7 +234,7 @@ class Generation:
         self.status = outcome
         self.error = error
         self.done.set()
-        self._signal()
+        self.signal()
 
     # -- figures for the footnote and the log -------------------------------
     @property

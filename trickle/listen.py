@@ -1,8 +1,10 @@
-"""Listeners: an HTTP response attached to a generation, and the encoders that speak for it.
+"""Listeners: a response attached to an answer, and the encoders that speak for it.
 
 One loop (`follow`) replays from a cursor, then follows live, batching what
-arrived since the last write; an encoder turns text into a protocol (the page's
-HTML fragments, or the JSON events of `/api/chat`). One engine, several encoders.
+arrived since the last write into one `Update`; an `Encoder` turns those events
+into a protocol's wire events (the page's HTML fragments, the JSON events of
+`/api/chat`, `/ws` messages, the AI SDK's parts). One engine, several encoders;
+`sse_stream` makes the bytes of the SSE ones.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 from gevent import get_hub
@@ -18,6 +21,7 @@ from markupsafe import escape
 
 from . import sse
 from .render import Splitter
+from .textlog import Followed
 
 
 def _wait(event, seconds: float) -> None:
@@ -37,68 +41,137 @@ def _wait(event, seconds: float) -> None:
         event.unlink(waiter.switch)
 
 
-def follow(generation, cursor: int, encoder, *, flush_interval: float, ping_interval: float) -> Iterator[bytes]:
-    """Yield the encoded stream of `generation` from `cursor` until it ends or the client leaves.
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The first event: where the stream begins, and (for an answer still streaming) the text
+    before that point, which the client already holds."""
 
-    The WSGI server closes this generator when a write fails (the client left),
-    which detaches the listener in `finally`.
+    prefix: str
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One write: the text that arrived since the last one (ending at offset `cursor`), the
+    notice if it changed, and the answer once it ended. One per flush, never one per token."""
+
+    cursor: int
+    text: str = ""
+    notice_changed: bool = False
+    notice: str | None = None
+    ended: Followed | None = None
+
+
+class Ping:
+    """Nothing to say: each transport keeps its connection alive (and notices a client that left) its own way."""
+
+
+PING = Ping()
+StreamEvent = Start | Update | Ping
+
+
+def follow(followed: Followed, cursor: int, *, flush_interval: float, ping_interval: float) -> Iterator[StreamEvent]:
+    """The events of `followed` from `cursor` until it ends or the client leaves.
+
+    The WSGI server closes the response (and with it this generator) when a write
+    fails (the client left), which detaches the listener in `finally`.
     """
-    generation.attach()
+    followed.attach()
     try:
         cursor = max(cursor, 0)
-        if cursor > generation.length and not generation.finished:
+        if cursor > followed.length and not followed.finished:
             # A follower of another worker's answer lags the owner by up to SAVE_INTERVAL_S: the client
             # already has text this copy has not, so wait for it rather than send it twice.
-            yield sse.PING
-            while cursor > generation.length and not generation.finished:
-                if getattr(generation, "abandoned", False):
+            yield PING
+            while cursor > followed.length and not followed.finished:
+                if followed.abandoned:
                     return
-                generation.wakeup.wait(ping_interval)
-                yield sse.PING  # how a client that left is noticed
-        index, pending = generation.locate(cursor)
-        cursor = min(cursor, generation.length)
-        replay = encoder.needs_prefix and not generation.finished
-        head = encoder.start(generation.text()[:cursor] if replay else "", cursor)
-        yield head.encode() if head else sse.PING  # headers and a first byte go out at once
+                followed.wakeup.wait(ping_interval)
+                yield PING  # how a client that left is noticed
+        index, pending = followed.locate(cursor)
+        cursor = min(cursor, followed.length)
+        yield Start(followed.text()[:cursor] if cursor and not followed.finished else "", cursor)
         last_write = time.monotonic()
         notice = None
         while True:
-            wakeup = generation.wakeup
-            parts = generation.parts
+            wakeup = followed.wakeup
+            parts = followed.parts
             if index < len(parts):
                 pending += "".join(parts[index:])
                 index = len(parts)
-            out = []
-            if pending:
-                cursor += len(pending)
-                out.append(encoder.text(pending, cursor))
-                pending = ""
-            if generation.notice != notice:
-                notice = generation.notice
-                out.append(encoder.notice(notice, cursor))
-            if generation.finished and index == len(generation.parts):
-                out.append(encoder.finish(generation, generation.length))
-                yield "".join(out).encode()
+            cursor += len(pending)
+            noticed = followed.notice != notice
+            if noticed:
+                notice = followed.notice
+            if followed.finished and index == len(followed.parts):
+                yield Update(cursor, pending, noticed, notice, followed)
                 return
-            if getattr(generation, "abandoned", False):
+            if followed.abandoned:
                 return  # the client reconnects to a worker that stays up
-            if out:
-                yield "".join(out).encode()
+            if pending or noticed:
+                yield Update(cursor, pending, noticed, notice)
+                pending = ""
                 last_write = time.monotonic()
-                _wait(generation.wakeup, flush_interval)  # batch: only a burst or the end cuts this short
+                _wait(followed.wakeup, flush_interval)  # batch: only a burst or the end cuts this short
                 continue
             quiet = time.monotonic() - last_write
             if quiet >= ping_interval:
-                yield sse.PING  # keeps proxies open, and is how we learn that the client left
+                yield PING  # keeps proxies open, and is how we learn that the client left
                 last_write = time.monotonic()
                 continue
-            generation.idle_waiters += 1
+            followed.idle_waiters += 1
             try:
                 wakeup.wait(ping_interval - quiet)
             finally:
-                generation.idle_waiters -= 1
+                followed.idle_waiters -= 1
     finally:
-        generation.detach()
+        followed.detach()
+
+
+class Encoder:
+    """Turns the events of `follow()` into one protocol's wire events, each one string."""
+
+    def start(self, prefix: str, cursor: int) -> str:
+        return ""
+
+    def text(self, delta: str, cursor: int) -> str:
+        raise NotImplementedError
+
+    def notice(self, notice: str | None, cursor: int) -> str:
+        return ""
+
+    def finish(self, followed: Followed, cursor: int) -> str:
+        raise NotImplementedError
+
+    def encode(self, event: StreamEvent) -> list[str]:
+        """The wire events for one event of `follow()`: none for a ping, or when there is nothing to say."""
+        if isinstance(event, Update):
+            out = []
+            if event.text:
+                out.append(self.text(event.text, event.cursor))
+            if event.notice_changed:
+                out.append(self.notice(event.notice, event.cursor))
+            if event.ended is not None:
+                out.append(self.finish(event.ended, event.ended.length))
+            return [wire for wire in out if wire]
+        if isinstance(event, Start):
+            head = self.start(event.prefix, event.cursor)
+            return [head] if head else []
+        return []
+
+
+def sse_stream(
+    followed: Followed, cursor: int, encoder: Encoder, *, flush_interval: float, ping_interval: float
+) -> Iterator[bytes]:
+    """An SSE response body: one write per event of `follow()`; a comment for a ping, and for a start
+    with nothing to say (headers and a first byte go out at once)."""
+    with closing(follow(followed, cursor, flush_interval=flush_interval, ping_interval=ping_interval)) as events:
+        for event in events:
+            body = "".join(encoder.encode(event))
+            if body:
+                yield body.encode()
+            elif not isinstance(event, Update):
+                yield sse.PING
 
 
 @dataclass(frozen=True)
@@ -110,13 +183,11 @@ class Shown:
     tail: str
 
 
-class PageEvents:
+class PageEvents(Encoder):
     """The chat page's events: `block` (a finished markdown block), `delta` (tail text),
     `status` (e.g. retrying…) and `done` (the final message fragment)."""
 
-    needs_prefix = True
-
-    def __init__(self, message_id: int, render_final: Callable[[object, Shown | None], str]):
+    def __init__(self, message_id: int, render_final: Callable[[Followed, Shown | None], str]):
         self.message_id = message_id
         self.render_final = render_final
         self.splitter = Splitter()
@@ -140,19 +211,14 @@ class PageEvents:
     def notice(self, notice: str | None, cursor: int) -> str:
         return sse.event(str(escape(notice or "")), "status", cursor)
 
-    def finish(self, generation, cursor: int) -> str:
+    def finish(self, followed: Followed, cursor: int) -> str:
         # In step, the page got every character up to the end: `cursor` is what it holds.
         shown = Shown(cursor, self.splitter.tail) if self.in_step else None
-        return sse.event(self.render_final(generation, shown), "done", cursor)
+        return sse.event(self.render_final(followed, shown), "done", cursor)
 
 
-class ApiEvents:
+class ApiEvents(Encoder):
     """The reference Express relay's protocol: `data: {"content": …}` events, then `data: [DONE]`."""
-
-    needs_prefix = False
-
-    def start(self, prefix: str, cursor: int) -> str:
-        return ""
 
     def text(self, delta: str, cursor: int) -> str:
         return f"data: {json.dumps({'content': delta}, ensure_ascii=False)}\n\n"
@@ -160,8 +226,8 @@ class ApiEvents:
     def notice(self, notice: str | None, cursor: int) -> str:
         return f": {notice}\n\n" if notice else ""
 
-    def finish(self, generation, cursor: int) -> str:
-        if generation.status.is_error:
-            error = json.dumps({"error": generation.error or generation.status}, ensure_ascii=False)
+    def finish(self, followed: Followed, cursor: int) -> str:
+        if followed.status.is_error:
+            error = json.dumps({"error": followed.error or followed.status}, ensure_ascii=False)
             return f"data: {error}\n\ndata: [DONE]\n\n"
         return "data: [DONE]\n\n"

@@ -1,7 +1,7 @@
 """Live signals between instances over Redis (REDIS_URL): answers being written, and Stop.
 
 Without Redis a worker follows another worker's answer by polling the database (see
-`registry.py`), which is enough on one box. With several instances behind a load balancer,
+`followers.py`), which is enough on one box. With several instances behind a load balancer,
 each answer being written has a Redis Stream, `<prefix>answer:<message id>`, whose entries are
 the answer's text in order, each with its character offset:
 

@@ -8,11 +8,12 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 from markupsafe import Markup
 
 from . import answers, limits, sse, storage
-from .listen import PageEvents, Shown, follow
+from .listen import PageEvents, Shown, sse_stream
 from .message_views import answer_view, conversation_views, message_view
 from .render import render_markdown, renders_by_blocks
 from .security import current_owner
 from .status import Status
+from .textlog import EndedMessage
 
 bp = Blueprint("pages", __name__)
 
@@ -145,17 +146,16 @@ def message_events(message_id: int):
     row = storage.get_message(app.engine, message_id, current_owner())
     if row is None:
         abort(404, "There is no such answer.")
-    generation = app.registry.get(message_id)
-    if generation is None:
-        if row.status == Status.STREAMING:  # written by another worker: follow it through the database
-            generation = app.registry.follow(message_id, row.content)
+    followed = app.registry.get(message_id)
+    if followed is None:
+        if row.status == Status.STREAMING:  # written by another worker: follow it from here
+            followed = app.registry.followers.track(message_id, row.content)
         else:
-            generation = _EndedMessage(row)
-    render_final = _final_renderer(message_id)
-    stream = follow(
-        generation,
+            followed = EndedMessage(row.content, row.status, row.error)
+    stream = sse_stream(
+        followed,
         cursor,
-        PageEvents(message_id, render_final),
+        PageEvents(message_id, _final_renderer(message_id)),
         flush_interval=app.settings.flush_interval,
         ping_interval=app.settings.ping_interval,
     )
@@ -173,7 +173,7 @@ def _final_renderer(message_id: int):
     environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
     token = session.get("csrf", "")
 
-    def render(_generation, shown: Shown | None) -> str:
+    def render(_followed, shown: Shown | None) -> str:
         with app.request_context(environ):
             session["csrf"] = token  # the forms in the fragment carry this page's token
             state = app.extensions["trickle"]
@@ -203,31 +203,6 @@ def _kept_blocks(row, shown: Shown | None) -> Markup | None:
     if not text.endswith(shown.tail) or not renders_by_blocks(text):
         return None
     return Markup(f'<div class="blocks" id="blocks-{row.id}" hx-preserve="true"></div>') + render_markdown(shown.tail)
-
-
-class _EndedMessage:
-    """A finished answer seen through the listener interface: its only event is `done`."""
-
-    notice = None
-    wakeup = None
-    idle_waiters = 0
-
-    def __init__(self, row):
-        self.parts = [row.content] if row.content else []
-        self.length = len(row.content)
-        self.status = Status(row.status)
-
-    finished = True
-
-    def attach(self) -> None: ...
-
-    def detach(self) -> None: ...
-
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def locate(self, cursor: int):
-        return len(self.parts), ""
 
 
 @bp.post("/c/<int:conversation_id>/delete")

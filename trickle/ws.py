@@ -33,7 +33,8 @@ from werkzeug.exceptions import HTTPException
 
 from . import answers
 from .chat_requests import BadChatRequest, chat_request
-from .listen import follow
+from .generation import Generation
+from .listen import Encoder, follow
 from .status import Status
 
 log = logging.getLogger("trickle.ws")
@@ -71,43 +72,30 @@ def _usage(generation) -> dict:
     }
 
 
-def _line(event: dict) -> str:
-    return json.dumps(event, ensure_ascii=False) + "\n"  # JSON escapes newlines: one event per line
+def _message(event: dict) -> str:
+    return json.dumps(event, ensure_ascii=False)
 
 
-def split_events(chunk: bytes) -> list[str]:
-    """The JSON events in one write of `follow()` with `SocketEvents`, without its SSE pings.
-
-    Split on "\\n" only: JSON leaves U+2028, U+0085… raw, and `splitlines()` would cut there.
-    """
-    return [line for line in chunk.decode().split("\n") if line.startswith("{")]
-
-
-class SocketEvents:
-    """Encoder for `follow()`: JSON events, one per line; each line becomes one WebSocket message."""
-
-    needs_prefix = False
+class SocketEvents(Encoder):
+    """Encoder for `follow()`: JSON events, each sent as one WebSocket message."""
 
     def __init__(self):
         self.ended = False
 
-    def start(self, prefix: str, cursor: int) -> str:
-        return ""
-
     def text(self, delta: str, cursor: int) -> str:
-        return _line({"type": "token", "content": delta})
+        return _message({"type": "token", "content": delta})
 
     def notice(self, notice: str | None, cursor: int) -> str:
-        return _line({"type": "status", "message": notice}) if notice else ""
+        return _message({"type": "status", "message": notice}) if notice else ""
 
-    def finish(self, generation, cursor: int) -> str:
+    def finish(self, generation: Generation, cursor: int) -> str:  # /ws follows only its own generations
         self.ended = True
         if generation.status == Status.DONE:
-            return _line({"type": "done", "usage": _usage(generation)})
+            return _message({"type": "done", "usage": _usage(generation)})
         if generation.status == Status.STOPPED:
-            return _line({"type": "done", "reason": "cancelled", "usage": _usage(generation)})
+            return _message({"type": "done", "reason": "cancelled", "usage": _usage(generation)})
         message = generation.error or f"The answer ended: {generation.status}."
-        return _line({"type": "error", "message": message, "usage": _usage(generation)})
+        return _message({"type": "error", "message": message, "usage": _usage(generation)})
 
 
 class _WholeFrameSocket:
@@ -217,19 +205,17 @@ class ChatSocket:
         settings = self.app.settings
         try:
             with closing(
-                follow(
-                    generation, 0, encoder, flush_interval=settings.flush_interval, ping_interval=settings.ping_interval
-                )
-            ) as stream:
-                for chunk in stream:
-                    events = split_events(chunk)
-                    if not events:
+                follow(generation, 0, flush_interval=settings.flush_interval, ping_interval=settings.ping_interval)
+            ) as events:
+                for event in events:
+                    messages = encoder.encode(event)
+                    if not messages:
                         continue
                     with self.send_lock:
                         if encoder.ended:  # the next request may come as soon as this is read
                             self.current = None
-                        for event in events:
-                            self.ws.send(event)
+                        for message in messages:
+                            self.ws.send(message)
         except (ConnectionClosed, OSError):
             generation.cancel(Status.STOPPED, "Stopped: the WebSocket was closed.")
         except Exception:
