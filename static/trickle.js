@@ -39,7 +39,8 @@
     if (target.closest("button.menu-button")) {
       setDrawer(!drawerOpen(), false);
     } else if (target.closest(".drawer-close, .backdrop")) {
-      event.preventDefault(); // the no-JavaScript way closes through the URL's #fragment
+      // Without JavaScript these links close the drawer by leaving #sidebar; with it, the class does.
+      if (location.hash !== "#sidebar") event.preventDefault();
       setDrawer(false, true);
     } else if (drawerOpen() && target.closest("#sidebar a")) {
       setDrawer(false, false); // a conversation or New chat was chosen
@@ -56,6 +57,10 @@
       if (!tools.contains(event.target)) tools.open = false;
     });
   });
+  document.addEventListener("toggle", function (event) {
+    var edit = event.target;
+    if (edit.matches && edit.matches("details.edit") && edit.open) edit.querySelector("textarea").focus();
+  }, true); // toggle does not bubble
   document.addEventListener("reset", function (event) {
     var edit = event.target.closest("details.edit");
     if (!edit) return;
@@ -67,7 +72,7 @@
     if (!edit) return;
     edit.open = true;
     var box = edit.querySelector("textarea");
-    box.focus();
+    box.focus(); // now, not at the toggle event, so the caret can go to the end
     box.setSelectionRange(box.value.length, box.value.length);
     box.scrollIntoView({ block: "nearest" });
   }

@@ -86,6 +86,15 @@ def test_layout_drawer_options_and_help(shared_server, upstream, page, console_e
         expect(sidebar).to_be_hidden()
         expect(menu).to_have_attribute("aria-expanded", "false")
         expect(menu).to_be_focused()
+        assert not page.evaluate("document.getElementById('chat').inert")
+        menu.click()
+        page.mouse.click(345, 400)  # the backdrop beside the drawer
+        expect(sidebar).to_be_hidden()
+        expect(menu).to_be_focused()
+        menu.click()
+        page.locator("#conversations .conversation-row a").first.click()  # choosing one closes it
+        expect(sidebar).to_be_hidden()
+        expect(page.locator("article.message.assistant")).to_have_count(1)
     else:
         expect(menu).to_be_hidden()
         expect(sidebar).to_be_visible()
@@ -231,11 +240,12 @@ def test_edit_can_be_cancelled(shared_server, upstream, page, console_errors, si
     question = page.locator("article.message.user").first
     question.locator(".edit summary").click()
     box_ = question.locator("textarea")
-    expect(box_).to_be_visible()
+    expect(box_).to_be_focused()
     expect(question.locator(".body")).to_be_hidden()  # the editor takes the bubble's place
     box_.fill("Changed my mind")
     question.get_by_role("button", name="Cancel").click()
     expect(box_).to_be_hidden()
+    expect(question.locator(".edit summary")).to_be_focused()  # back where the edit began
     expect(question.locator(".body")).to_have_text("Original question")
     assert box_.input_value() == "Original question"
     question.locator(".edit summary").click()
