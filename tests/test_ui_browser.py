@@ -167,6 +167,10 @@ def test_drawer_and_page_work_without_javascript(shared_server, upstream, browse
         row.click()  # choosing a conversation
         expect(page.locator("#sidebar")).to_be_hidden()
         expect(page.locator("article.message.user")).to_contain_text("No scripts here")
+        page.locator("a.menu-button").click()
+        page.locator("#conversations .conversation-row button.delete").first.click()  # posts, unconfirmed
+        expect(page).to_have_url(shared_server.url("/"))
+        expect(page.locator("#conversations")).not_to_contain_text("No scripts here")
     finally:
         context.close()
 
