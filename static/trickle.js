@@ -1,19 +1,155 @@
 // Small niceties on top of htmx: Enter sends, the composer clears, streams resume at the right
-// offset, code gets copied, the view follows the answer. Everything works without this file.
+// offset, code gets copied, the view follows the answer, the phone drawer, dialogs and keyboard
+// shortcuts. Everything works without this file.
 (function () {
   "use strict";
 
+  var root = document.documentElement;
+  root.classList.add("js"); // shows the controls that need this file (copy, the menu button)
+  var isMac = /Mac|iP(hone|ad|od)/.test(navigator.platform || navigator.userAgent);
+
+  function byId(id) { return document.getElementById(id); }
+  function last(selector) {
+    var all = document.querySelectorAll(selector);
+    return all.length ? all[all.length - 1] : null;
+  }
+  function typing(element) {
+    return element && element.closest && !!element.closest("input, textarea, select, [contenteditable]");
+  }
+
+  // -- the phone drawer: a real button, focus moved in and back, closed by Esc or a choice ----------
+  function menuButton() { return document.querySelector("button.menu-button"); }
+  function drawerShown() { var menu = menuButton(); return !!menu && menu.getClientRects().length > 0; }
+  function drawerOpen() { return root.classList.contains("drawer-open"); }
+  function setDrawer(open, restoreFocus) {
+    var menu = menuButton(), chat = byId("chat"), sidebar = byId("sidebar");
+    if (!menu || !sidebar) return;
+    root.classList.toggle("drawer-open", open);
+    menu.setAttribute("aria-expanded", String(open));
+    if (chat) chat.inert = open;
+    if (open) {
+      var close = sidebar.querySelector(".drawer-close");
+      if (close) close.focus();
+    } else if (restoreFocus) {
+      menu.focus();
+    }
+  }
+  document.addEventListener("click", function (event) {
+    var target = event.target.closest ? event.target : event.target.parentElement;
+    if (target.closest("button.menu-button")) {
+      setDrawer(!drawerOpen(), false);
+    } else if (target.closest(".drawer-close, .backdrop")) {
+      // Without JavaScript these links close the drawer by leaving #sidebar; with it, the class does.
+      if (location.hash !== "#sidebar") event.preventDefault();
+      setDrawer(false, true);
+    } else if (drawerOpen() && target.closest("#sidebar a")) {
+      setDrawer(false, false); // a conversation or New chat was chosen
+    }
+  });
+  window.matchMedia("(max-width: 700px)").addEventListener("change", function (change) {
+    if (!change.matches && drawerOpen()) setDrawer(false, false);
+  });
+  window.addEventListener("pageshow", function () { if (drawerOpen()) setDrawer(false, false); });
+
+  // -- Options and Edit: panels that close on Esc or a click elsewhere; Cancel closes an edit ------
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll("details.tools[open]").forEach(function (tools) {
+      if (!tools.contains(event.target)) tools.open = false;
+    });
+  });
+  document.addEventListener("toggle", function (event) {
+    var edit = event.target;
+    if (edit.matches && edit.matches("details.edit") && edit.open) edit.querySelector("textarea").focus();
+  }, true); // toggle does not bubble
+  document.addEventListener("reset", function (event) {
+    var edit = event.target.closest("details.edit");
+    if (!edit) return;
+    edit.open = false;
+    edit.querySelector("summary").focus();
+  });
+  function editLastQuestion() {
+    var edit = last("article.message.user details.edit");
+    if (!edit) return;
+    edit.open = true;
+    var box = edit.querySelector("textarea");
+    box.focus(); // now, not at the toggle event, so the caret can go to the end
+    box.setSelectionRange(box.value.length, box.value.length);
+    box.scrollIntoView({ block: "nearest" });
+  }
+
+  // -- a confirmation in a styled <dialog> instead of the browser's confirm() (hx-confirm) ---------
+  document.addEventListener("htmx:confirm", function (event) {
+    var dialog = byId("confirm-dialog");
+    if (!event.detail.question || !dialog || !dialog.showModal) return;
+    event.preventDefault();
+    byId("confirm-text").textContent = event.detail.question;
+    byId("confirm-ok").textContent = event.detail.elt.getAttribute("data-confirm-action") || "OK";
+    dialog.returnValue = "";
+    dialog.addEventListener("close", function () {
+      if (dialog.returnValue === "ok") event.detail.issueRequest(true);
+    }, { once: true });
+    dialog.showModal();
+  });
+  function showShortcuts() {
+    var dialog = byId("shortcuts");
+    if (dialog && !dialog.open) dialog.showModal();
+  }
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest(".shortcuts-button")) showShortcuts();
+  });
+
+  // -- keys: Enter sends; Esc stops or closes; the shortcuts the help dialog (?) lists ------------
+  function stopAnswer() {
+    var stop = last("article.streaming button.stop");
+    if (stop) stop.click();
+    return !!stop;
+  }
+  function escape(event) {
+    if (event.target.closest && event.target.closest("dialog")) return false; // the dialog closes itself
+    if (drawerOpen()) { setDrawer(false, true); return true; }
+    var tools = document.querySelector("details.tools[open]");
+    if (tools) { tools.open = false; tools.querySelector("summary").focus(); return true; }
+    var edit = event.target.closest && event.target.closest("details.edit[open]");
+    if (edit) { edit.querySelector("form").reset(); return true; }
+    return stopAnswer();
+  }
+  function searchConversations() {
+    if (drawerShown()) setDrawer(true, false);
+    var search = byId("search");
+    if (search) { search.focus(); search.select(); }
+  }
+  function copyLastAnswer() {
+    var button = last("article.message.assistant:not(.streaming) button.copy-answer");
+    if (button) button.click();
+  }
+  function shortcut(event) {
+    var mod = isMac ? event.metaKey : event.ctrlKey;
+    var key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (event.key === "Escape" && event.shiftKey && !mod) {
+      var box = byId("content");
+      if (drawerOpen()) setDrawer(false, false);
+      if (box) box.focus();
+      return !!box;
+    }
+    if (event.key === "Escape" && !mod) return escape(event);
+    if (mod && event.shiftKey && !event.altKey) {
+      if (key === "o") { location.assign(document.querySelector(".new-chat").href); return true; }
+      if (key === "c") { copyLastAnswer(); return true; }
+      if (key === "e") { editLastQuestion(); return true; }
+    }
+    if (mod && !event.shiftKey && !event.altKey && key === "k") { searchConversations(); return true; }
+    if (event.key === "?" && !mod && !event.altKey && !typing(event.target)) { showShortcuts(); return true; }
+    return false;
+  }
+
   document.addEventListener("keydown", function (event) {
     var box = event.target;
-    if (box.id === "content" && event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.isComposing) return;
+    if (box.id === "content" && event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       if (box.value.trim()) box.form.requestSubmit();
-    } else if (event.key === "Escape") {
-      var stops = document.querySelectorAll("article.streaming button.stop");
-      if (stops.length) {
-        event.preventDefault();
-        stops[stops.length - 1].click();
-      }
+    } else if (shortcut(event)) {
+      event.preventDefault();
     }
   });
 
@@ -21,7 +157,7 @@
     var form = event.detail.elt;
     if (form.id === "composer" && event.detail.successful) {
       form.reset();
-      document.getElementById("content").focus();
+      byId("content").focus();
     }
   });
 
@@ -48,7 +184,7 @@
       var code = button.parentElement.querySelector("pre");
       if (code) copy(button, code.innerText);
     } else {
-      var answer = document.getElementById(button.getAttribute("data-copy-target"));
+      var answer = byId(button.getAttribute("data-copy-target"));
       var body = answer && answer.querySelector(".body");
       if (body) copy(button, body.innerText.trim());
     }
@@ -57,8 +193,8 @@
   // Follow the answer while the reader is at the bottom; when they scroll up, stop and offer a jump back.
   var following = true;
   var pinned = null; // the scrollTop this script last set
-  function messages() { return document.getElementById("messages"); }
-  function jumpButton() { return document.getElementById("jump-latest"); }
+  function messages() { return byId("messages"); }
+  function jumpButton() { return byId("jump-latest"); }
   function follow() {
     var box = messages();
     if (!box) return;
@@ -88,4 +224,8 @@
   });
   document.addEventListener("htmx:afterSwap", follow);
   document.addEventListener("htmx:sseMessage", follow);
+  // The list got shorter (a panel, the on-screen keyboard, a taller composer): a follower stays at the bottom.
+  if (window.ResizeObserver && messages()) {
+    new ResizeObserver(function () { if (following) { pinned = null; follow(); } }).observe(messages());
+  }
 })();

@@ -433,14 +433,19 @@ def test_delete_conversation_removes_it_from_sidebar(shared_server, upstream, pa
     row = page.locator(f"#conversation-{cid}")
     expect(row).to_have_count(1)
 
-    prompts: list[str] = []
-    page.on("dialog", lambda dialog: (prompts.append(dialog.message), dialog.accept()))
+    native: list[str] = []  # the browser's own confirm() is not used: the page's <dialog> asks
+    page.on("dialog", lambda dialog: (native.append(dialog.message), dialog.accept()))
     row.locator("button.delete").click()
+    confirm = page.locator("#confirm-dialog")
+    expect(confirm).to_be_visible()
+    expect(confirm.locator("#confirm-text")).to_have_text("Delete this conversation?")
+    expect(row).to_have_count(1)  # nothing is deleted before the answer
+    confirm.get_by_role("button", name="Delete").click()
 
     expect(row).to_have_count(0)
     expect(page).to_have_url(shared_server.url("/"))  # it was the open conversation: back to a new chat
     expect(page.locator(f"#conversation-{cid}")).to_have_count(0)
-    assert prompts == ["Delete this conversation?"]
+    assert native == []
     assert browser_session(page).get(shared_server.url(f"/c/{cid}"), timeout=10).status_code == 404
     assert query(shared_server, sa.select(storage.messages.c.id).where(storage.messages.c.conversation_id == cid)) == []
     assert query(shared_server, sa.select(storage.conversations.c.id).where(storage.conversations.c.id == cid)) == []

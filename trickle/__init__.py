@@ -97,7 +97,7 @@ def create_app(env: dict | None = None) -> Flask:
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
     app.extensions["trickle"] = Trickle(settings, engine, provider, registry, Titles(engine, provider, settings))
 
-    from . import api, controls, errors, limits, metrics, pages, security, validation, ws
+    from . import api, controls, errors, limits, manifest, metrics, pages, security, validation, ws
 
     validation.init_app(app)
 
@@ -108,6 +108,7 @@ def create_app(env: dict | None = None) -> Flask:
     app.register_blueprint(controls.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
+    app.register_blueprint(manifest.bp)
     errors.init_app(app)
 
     @app.cli.command("init-db")
