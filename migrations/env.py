@@ -1,4 +1,4 @@
-"""Alembic's entry point. The app runs migrations itself (`storage.migrate`, from `flask --app app
+"""Alembic's entry point. The app runs migrations itself (`database.migrate`, from `flask --app app
 init-db` and at start) and hands over its connection; the `alembic` command line (e.g.
 `alembic revision -m "add a column"`) connects to DATABASE_URL, or the default SQLite file."""
 
@@ -8,7 +8,7 @@ import os
 
 from alembic import context
 
-from trickle import storage
+from trickle import database, storage
 
 target_metadata = storage.metadata
 
@@ -31,7 +31,7 @@ def run_migrations_online() -> None:
         return
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     url = os.environ.get("DATABASE_URL") or "sqlite:///" + os.path.join(root, "instance", "trickle.db")
-    engine = storage.make_engine(url)
+    engine = database.make_engine(url)
     with engine.connect() as connection:
         _configure(connection)
         with context.begin_transaction():

@@ -128,9 +128,9 @@ class AppServer:
             self.log.close()
 
     def engine(self):
-        from trickle import storage
+        from trickle import database
 
-        return storage.make_engine(self.database_url)
+        return database.make_engine(self.database_url)
 
 
 @pytest.fixture(scope="session")

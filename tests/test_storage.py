@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from tests.conftest import ROOT
 from tests.services import Services, shared
-from trickle import storage
+from trickle import database, ledger, storage
 from trickle.settings import SettingsError
 
 
@@ -34,8 +34,8 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def engine(database_url):
-    engine = storage.make_engine(database_url)
-    storage.migrate(engine)
+    engine = database.make_engine(database_url)
+    database.migrate(engine)
     yield engine
     engine.dispose()
 
@@ -55,36 +55,36 @@ def schema_differences(engine) -> list:
 def test_postgres_urls_run_on_psycopg_3_with_a_pool_sized_by_the_environment(services):
     url = services.database_url
     for spelling in (url.replace("postgresql://", "postgres://"), url):
-        engine = storage.make_engine(spelling, {"DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2", "DB_POOL_TIMEOUT": "4"})
+        engine = database.make_engine(spelling, {"DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2", "DB_POOL_TIMEOUT": "4"})
         assert engine.dialect.driver == "psycopg"
         assert (engine.pool.size(), engine.pool._max_overflow, engine.pool._timeout) == (3, 2, 4)
         assert engine.pool._pre_ping
-        storage.ping(engine)
+        database.ping(engine)
         engine.dispose()
-    default = storage.make_engine(url, {})
+    default = database.make_engine(url, {})
     assert (default.pool.size(), default.pool._max_overflow) == (5, 10)
     default.dispose()
     with pytest.raises(SettingsError, match="DB_POOL_SIZE"):
-        storage.make_engine(url, {"DB_POOL_SIZE": "many"})
+        database.make_engine(url, {"DB_POOL_SIZE": "many"})
     with pytest.raises(SettingsError, match="DB_MAX_OVERFLOW"):
-        storage.make_engine(url, {"DB_MAX_OVERFLOW": "-1"})
+        database.make_engine(url, {"DB_MAX_OVERFLOW": "-1"})
 
 
 def test_schema_revision_names_the_newest_migration():
-    assert storage.SCHEMA_REVISION == storage.head_revision()
+    assert storage.SCHEMA_REVISION == database.head_revision()
 
 
 def test_migrations_build_exactly_the_tables_of_storage_and_are_idempotent(engine):
-    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+    assert database.current_revision(engine) == storage.SCHEMA_REVISION
     assert schema_differences(engine) == []
     conversation = storage.create_conversation(engine, "kept", owner="o")
 
-    assert storage.migrate(engine) is False  # applied twice: nothing to do
+    assert database.migrate(engine) is False  # applied twice: nothing to do
     from alembic import command  # even forcing Alembic through it again changes nothing
 
     with engine.begin() as db:
-        command.upgrade(storage._alembic_config(db), "head")
-    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+        command.upgrade(database._alembic_config(db), "head")
+    assert database.current_revision(engine) == storage.SCHEMA_REVISION
     assert storage.get_conversation(engine, conversation).title == "kept"
     with engine.connect() as db:
         assert db.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
@@ -108,18 +108,18 @@ def test_init_db_command_migrates_and_is_idempotent(database_url):
         )
         assert result.returncode == 0, result.stderr
         assert f"(schema {storage.SCHEMA_REVISION})" in result.stdout
-    engine = storage.make_engine(database_url)
-    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+    engine = database.make_engine(database_url)
+    assert database.current_revision(engine) == storage.SCHEMA_REVISION
     engine.dispose()
 
 
 MIGRATE = """
 import sys
-from trickle import storage
-engine = storage.make_engine(sys.argv[1])
+from trickle import database
+engine = database.make_engine(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()  # all of them at once
-print(storage.migrate(engine))
+print(database.migrate(engine))
 """
 
 
@@ -144,8 +144,8 @@ def test_workers_starting_at_once_migrate_once_and_all_start(database_url):
     assert all(process.returncode == 0 for process in processes), [err for _, err in outputs]
     ran = [out.strip() for out, _ in outputs]
     assert sorted(ran) == ["False"] * 5 + ["True"], ran  # one migrated, the others found it done
-    engine = storage.make_engine(database_url)
-    assert storage.current_revision(engine) == storage.SCHEMA_REVISION
+    engine = database.make_engine(database_url)
+    assert database.current_revision(engine) == storage.SCHEMA_REVISION
     assert schema_differences(engine) == []
     with engine.connect() as db:
         assert db.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
@@ -184,7 +184,7 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(database_url
         sa.Column("heartbeat_at", sa.Float),
         sa.Column("stop_requested", sa.Boolean, nullable=False),
     )
-    engine = storage.make_engine(database_url)
+    engine = database.make_engine(database_url)
     old.create_all(engine)
     with engine.begin() as db:
         conversation = db.execute(
@@ -198,8 +198,8 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(database_url
             {"c": conversation},
         ).scalar()
 
-    assert storage.migrate(engine) is True
-    assert storage.migrate(engine) is False
+    assert database.migrate(engine) is True
+    assert database.migrate(engine) is False
     assert [d for d in schema_differences(engine) if d[0] != "modify_default"] == []
     row = storage.get_message(engine, message)
     assert (row.content, row.active, row.reply_to, row.cost) == ("hello", True, None, None)
@@ -318,21 +318,21 @@ def test_a_late_progress_save_never_overwrites_the_final_answer(engine):
 
 def test_usage_budgets_survive_deleting_the_conversation(engine):
     conversation = storage.create_conversation(engine, "c", owner="o")
-    storage.record_usage(engine, "o", conversation, "m", 10, 5, 0.25)
-    storage.record_usage(engine, "p", None, "m", 1, 1, 0.0)
-    assert storage.tokens_used(engine, time.time() - 60) == 17
-    assert storage.tokens_used(engine, time.time() - 60, owner="o") == 15
-    assert storage.tokens_used(engine, time.time() + 60) == 0
-    assert storage.usage_totals(engine, "o") == {"tokens_in": 10, "tokens_out": 5, "cost": 0.25}
-    assert storage.usage_totals(engine, "o", conversation)["tokens_in"] == 10
-    assert storage.usage_totals(engine, "nobody") == {"tokens_in": 0, "tokens_out": 0, "cost": 0.0}
+    ledger.record_usage(engine, "o", conversation, "m", 10, 5, 0.25)
+    ledger.record_usage(engine, "p", None, "m", 1, 1, 0.0)
+    assert ledger.tokens_used(engine, time.time() - 60) == 17
+    assert ledger.tokens_used(engine, time.time() - 60, owner="o") == 15
+    assert ledger.tokens_used(engine, time.time() + 60) == 0
+    assert ledger.usage_totals(engine, "o") == {"tokens_in": 10, "tokens_out": 5, "cost": 0.25}
+    assert ledger.usage_totals(engine, "o", conversation)["tokens_in"] == 10
+    assert ledger.usage_totals(engine, "nobody") == {"tokens_in": 0, "tokens_out": 0, "cost": 0.0}
 
     storage.append_exchange(engine, conversation, "q", "m")
     storage.delete_conversation(engine, conversation)
     assert storage.get_conversation(engine, conversation) is None
     assert storage.list_messages(engine, conversation) == []
-    assert storage.tokens_used(engine, time.time() - 60, owner="o") == 15
-    storage.ping(engine)
+    assert ledger.tokens_used(engine, time.time() - 60, owner="o") == 15
+    database.ping(engine)
 
 
 def test_an_answer_followed_while_the_poll_is_in_flight_is_not_taken_for_deleted(engine, monkeypatch):

@@ -3,7 +3,7 @@
 from playwright.sync_api import expect
 
 from tests.fake_upstream import Script
-from trickle import storage
+from trickle import database, storage
 from trickle.titles import PROMPT, clean
 
 
@@ -58,8 +58,8 @@ def test_model_titles_off_asks_for_no_title(make_server, upstream, page):
 
 
 def test_a_rename_by_hand_wins_over_a_late_suggestion(tmp_path):
-    engine = storage.make_engine(f"sqlite:///{tmp_path}/t.db")
-    storage.migrate(engine)
+    engine = database.make_engine(f"sqlite:///{tmp_path}/t.db")
+    database.migrate(engine)
     conversation_id = storage.create_conversation(engine, "first words")
     storage.update_conversation(engine, conversation_id, title="My own title")
     assert not storage.retitle(engine, conversation_id, "first words", "Suggested")

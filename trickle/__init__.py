@@ -12,7 +12,7 @@ import click
 from dotenv import load_dotenv
 from flask import Flask
 
-from . import customize, logs, storage
+from . import customize, database, logs
 from .providers import DemoModel, OpenAICompatible, make_provider
 from .registry import Registry
 from .settings import Settings, load_settings
@@ -81,8 +81,8 @@ def create_app(env: dict | None = None) -> Flask:
     if database_url is None:
         os.makedirs(app.instance_path, exist_ok=True)
         database_url = "sqlite:///" + os.path.join(app.instance_path, "trickle.db")
-    engine = storage.make_engine(database_url, env)
-    storage.migrate(engine)  # idempotent and locked: a no-op once `init-db` (the release phase) ran them
+    engine = database.make_engine(database_url, env)
+    database.migrate(engine)  # idempotent and locked: a no-op once `init-db` (the release phase) ran them
 
     provider = make_provider(settings)
     if not settings.chat_model_set:  # a probed Ollama or the local model brings its own default
@@ -114,10 +114,10 @@ def create_app(env: dict | None = None) -> Flask:
     @app.cli.command("init-db")
     def init_db_command():
         """Apply the database migrations (idempotent; the app also does it at start)."""
-        storage.migrate(engine)
+        database.migrate(engine)
         click.echo(
             f"Database ready: {engine.url.render_as_string(hide_password=True)} "
-            f"(schema {storage.current_revision(engine)})"
+            f"(schema {database.current_revision(engine)})"
         )
 
     return app

@@ -9,7 +9,7 @@ from flask import current_app, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from . import storage
+from . import ledger, storage
 
 
 def _owner_key() -> str:
@@ -60,14 +60,14 @@ def refusal(engine, settings, registry, owner: str, conversation_id: int | None 
             )
     since = start_of_day()
     if settings.owner_daily_token_budget is not None:
-        used = storage.tokens_used(engine, since, owner)
+        used = ledger.tokens_used(engine, since, owner)
         if used >= settings.owner_daily_token_budget:
             return (
                 f"You have used your {settings.owner_daily_token_budget:,} tokens for today "
                 "(OWNER_DAILY_TOKEN_BUDGET); it resets at midnight UTC."
             )
     if settings.daily_token_budget is not None:
-        used = storage.tokens_used(engine, since)
+        used = ledger.tokens_used(engine, since)
         if used >= settings.daily_token_budget:
             return (
                 f"This server has used its {settings.daily_token_budget:,} tokens for today "

@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
-from . import answers, limits, sse, storage
+from . import answers, database, ledger, limits, sse, storage
 from .listen import PageEvents, Shown, sse_stream
 from .message_views import answer_view, conversation_views, message_view
 from .render import render_markdown, renders_by_blocks
@@ -36,8 +36,8 @@ def conversation_page(conversation=None, status: int = 200):
         settings=app.settings,
         provider_label=app.provider.label,
         models=app.models(),
-        usage=storage.usage_totals(app.engine, owner),
-        conversation_usage=storage.usage_totals(app.engine, owner, conversation.id) if conversation else None,
+        usage=ledger.usage_totals(app.engine, owner),
+        conversation_usage=ledger.usage_totals(app.engine, owner, conversation.id) if conversation else None,
     ), status
 
 
@@ -227,7 +227,7 @@ def healthz():
     """Liveness: the process answers and the database is reachable."""
     started = time.monotonic()
     try:
-        storage.ping(trickle().engine)
+        database.ping(trickle().engine)
     except Exception:
         return {"status": "error", "database": "unreachable"}, 503
     return {

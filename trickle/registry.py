@@ -13,7 +13,7 @@ import time
 
 import gevent
 
-from . import metrics, pricing, storage
+from . import database, ledger, metrics, pricing, storage
 from .followers import Followers
 from .generation import Generation
 from .outage import STALE_AFTER, DatabaseOutage
@@ -150,7 +150,7 @@ class Registry:
         usage = generation.usage
         cost = self._cost(generation)
         try:
-            storage.record_usage(
+            ledger.record_usage(
                 self.engine,
                 generation.owner,
                 generation.conversation_id,
@@ -271,7 +271,7 @@ class Registry:
     def sweep(self) -> int:
         """Mark answers whose worker died as interrupted (none of ours: ours have fresh heartbeats)."""
         if not self.database.may_judge_heartbeats():
-            storage.ping(self.engine)
+            database.ping(self.engine)
             self.database.ok()
             return 0
         count = storage.mark_interrupted(self.engine, time.time() - STALE_AFTER)
