@@ -9,7 +9,6 @@ built by the Alembic migrations in `migrations/` (`database.migrate`), never by
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
@@ -17,8 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .status import Status
-
-log = logging.getLogger("trickle.storage")
 
 metadata = sa.MetaData()
 
