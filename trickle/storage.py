@@ -152,7 +152,7 @@ def make_engine(url: str, env: Mapping[str, str] | None = None) -> Engine:
 
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 _ADVISORY_LOCK = 0x7472_6963_6B6C  # "trickl": one key for every instance migrating this database
 
