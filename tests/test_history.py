@@ -223,3 +223,47 @@ def test_a_file_larger_than_any_other_request_imports_with_or_without_javascript
     )
     assert answer.status_code == 303, answer.text
     assert len(stored(server)[1]["messages"][1][1]) == len("long answer " * 120_000)
+
+
+def test_import_export_and_delete_all_from_the_sidebar_in_a_browser(server, page, console_errors):
+    from playwright.sync_api import expect
+
+    page.goto(server.url("/"))
+    page.locator("#history-tools summary").click()
+    chooser = page.locator("#import-file")
+    chooser.set_input_files({"name": "export.json", "mimeType": "application/json", "buffer": b'[{"title": "x"'})
+    page.get_by_role("button", name="Import", exact=True).click()
+    expect(page.locator("#import-result .import-problem")).to_contain_text("looks truncated. Export it again.")
+    expect(page.locator("#import-progress")).to_be_hidden()
+
+    upload_progress = []
+    page.expose_function("uploadProgress", lambda value: upload_progress.append(value))
+    page.evaluate(
+        "document.addEventListener('htmx:xhr:progress', () =>"
+        " uploadProgress(document.getElementById('import-progress').value))"
+    )
+    chooser.set_input_files(
+        {"name": "conversations.json", "mimeType": "application/json", "buffer": as_bytes(chatgpt_export())}
+    )
+    page.get_by_role("button", name="Import", exact=True).click()
+    expect(page.locator("#import-result")).to_have_text("Imported 2 conversations from a ChatGPT export.")
+    expect(page.locator("#conversations")).to_contain_text("Branches of a plan")  # the sidebar, at once
+    assert upload_progress and upload_progress[-1] > 0  # the bar followed the upload
+    page.locator("#conversations").get_by_text("Branches of a plan").click()
+    expect(page.locator("article.message.assistant").last).to_contain_text("Day 2: Belém.")
+
+    with page.expect_download() as download:
+        page.locator("#history-tools summary").click()
+        page.get_by_role("link", name="Export all conversations (JSON)").click()
+    exported = json.loads(open(download.value.path()).read())
+    assert [c["title"] for c in exported["conversations"]] == ["Branches of a plan", "Second chat"]
+
+    page.get_by_role("button", name="Delete all").click()  # not ticked: the browser refuses to send it
+    assert count_rows(server)[0] == 2
+    page.get_by_label("Yes, delete every conversation for good").check()
+    page.get_by_role("button", name="Delete all").click()
+    page.wait_for_url(server.url("/"))
+    expect(page.locator("#conversations li")).to_have_count(0)
+    assert count_rows(server) == (0, 0)
+    unexpected = [error for error in console_errors if "400" not in error]  # the refused file's answer
+    assert not unexpected, unexpected
