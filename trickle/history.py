@@ -33,6 +33,13 @@ def _refused(status: int, message: str):
     return render_template("_import_result.html", problem=message), status
 
 
+def _pause(engine):
+    """Between two conversations, let this worker's other requests run; not on SQLite, where one of
+    them writing would wait on the import's write lock and block the whole worker (sqlite3 waits
+    in C, not cooperatively), so the import could never resume to commit."""
+    return None if engine.dialect.name == "sqlite" else gevent.sleep
+
+
 @bp.post("/history/import")
 def import_history():
     """Store every conversation of an uploaded export for this owner, or none of them."""
@@ -47,7 +54,7 @@ def import_history():
     name = upload.filename[:80]
     try:
         kind, found = importers.read_history(upload.stream)
-        count = history_store.import_conversations(app.engine, current_owner(), found, pause=gevent.sleep)
+        count = history_store.import_conversations(app.engine, current_owner(), found, pause=_pause(app.engine))
     except importers.ImportProblem as problem:
         return _refused(400, f"{name}: {problem} Nothing was imported.")
     if count == 0:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import sharing_store, storage
+from . import storage
 from .status import Status
 
 conversations = storage.conversations
@@ -127,11 +127,11 @@ def streaming_of(engine: Engine, owner: str) -> list[int]:
 
 
 def delete_all(engine: Engine, owner: str) -> int:
-    """Every conversation, message and shared link of the owner, in one transaction (usage rows stay:
-    budgets must not be reset). Returns how many conversations went."""
+    """Every conversation and message of the owner, in one transaction; their shared links go with
+    them (a cascading foreign key). Usage rows stay: budgets must not be reset. Returns how many
+    conversations went."""
     owned = sa.select(conversations.c.id).where(conversations.c.owner == owner)
     with engine.begin() as db:
         db.execute(messages.delete().where(messages.c.conversation_id.in_(owned)))
         gone = db.execute(conversations.delete().where(conversations.c.owner == owner)).rowcount
-        sharing_store.delete_owner_shares(db, owner)
     return gone

@@ -3,6 +3,7 @@
 The snapshot is a JSON document (`version`, `title`, `messages`: one object per message), so later
 parts of a message (thoughts, attachments) become new keys without a new column. A link is looked up
 in the database at every view, never cached: a revoked link is a 404 at once, on every instance.
+Deleting the conversation deletes its links (a cascading foreign key, on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ shared_links = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("token", sa.String(64), nullable=False, unique=True),
     sa.Column("owner", sa.String(64), nullable=False, index=True),
-    sa.Column("conversation_id", sa.Integer, nullable=False, index=True),
+    sa.Column(
+        "conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("title", sa.String(200), nullable=False),
     sa.Column("snapshot", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -97,8 +100,3 @@ def revoke_share(engine: Engine, owner: str, token: str) -> int | None:
             return None
         db.execute(shared_links.delete().where(shared_links.c.token == token))
     return row.conversation_id
-
-
-def delete_owner_shares(db, owner: str) -> None:
-    """Within the caller's transaction: every link of the owner (delete all)."""
-    db.execute(shared_links.delete().where(shared_links.c.owner == owner))

@@ -15,24 +15,24 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-# A frozen copy of the table of this revision: migrations never import the app's live tables.
-metadata = sa.MetaData()
 
-shared_links = sa.Table(
-    "shared_links",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("token", sa.String(64), nullable=False, unique=True),
-    sa.Column("owner", sa.String(64), nullable=False, index=True),
-    sa.Column("conversation_id", sa.Integer, nullable=False, index=True),
-    sa.Column("title", sa.String(200), nullable=False),
-    sa.Column("snapshot", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
+def _columns() -> list:
+    """A frozen copy of the table of this revision: migrations never import the app's live tables."""
+    return [
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("token", sa.String(64), nullable=False, unique=True),
+        sa.Column("owner", sa.String(64), nullable=False),
+        sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("title", sa.String(200), nullable=False),
+        sa.Column("snapshot", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    ]
 
 
 def upgrade() -> None:
-    shared_links.create(op.get_bind(), checkfirst=True)
+    op.create_table("shared_links", *_columns())
+    op.create_index("ix_shared_links_owner", "shared_links", ["owner"])
+    op.create_index("ix_shared_links_conversation_id", "shared_links", ["conversation_id"])
 
 
 def downgrade() -> None:
