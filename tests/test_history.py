@@ -10,7 +10,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import client
+from tests.conftest import client, screenshot
 from tests.history_files import as_bytes, chatgpt_export, open_webui_export
 from trickle import history_store, storage
 
@@ -249,6 +249,7 @@ def test_import_export_and_delete_all_from_the_sidebar_in_a_browser(server, page
     expect(page.locator("#import-result")).to_have_text("Imported 2 conversations from a ChatGPT export.")
     expect(page.locator("#conversations")).to_contain_text("Branches of a plan")  # the sidebar, at once
     assert upload_progress and upload_progress[-1] > 0  # the bar followed the upload
+    screenshot(page, "history-tools-after-an-import")
     page.locator("#conversations").get_by_text("Branches of a plan").click()
     expect(page.locator("article.message.assistant").last).to_contain_text("Day 2: Belém.")
 

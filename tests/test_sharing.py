@@ -67,6 +67,7 @@ def test_a_shared_link_shows_a_read_only_snapshot_to_a_fresh_browser_until_revok
     assert "A later question" not in visitor.content()  # the snapshot is as it was when shared
     second_link = share(page)
     assert second_link != first_link
+    screenshot(page, "share-links-in-options")
     visitor.goto(second_link)
     expect(visitor.locator("article.message")).to_have_count(4)
     expect(visitor.locator("#messages")).to_contain_text("Said later.")

@@ -1,10 +1,9 @@
 """Conversations and messages in SQL, behind a handful of named functions.
 
-SQLAlchemy Core keeps SQLite (the default, one file, WAL) and PostgreSQL (by
-`DATABASE_URL`, on psycopg 3) on the same code. All SQL of the app lives in this
-module and its companions on the same `metadata` (`sharing_store`, `history_store`). The tables
-are built by the Alembic migrations in `migrations/` (`migrate`), never by `create_all`: a change
-here needs a new migration.
+SQLAlchemy Core keeps SQLite (the default, one file, WAL) and PostgreSQL (by `DATABASE_URL`, on
+psycopg 3) on the same code. All SQL of the app lives in this module and its companions on the same
+`metadata` (`sharing_store`, `history_store`). The tables are built by the Alembic migrations in
+`migrations/` (`migrate`), never by `create_all`: a change here needs a new migration.
 """
 
 from __future__ import annotations
