@@ -163,6 +163,13 @@ def test_malformed_files_are_refused_readably_and_nothing_is_stored(server):
         (b"", 400, "empty"),
         (bad_second, 400, "Conversation 2, message 1, needs a role of 'user' or 'assistant'"),
         (b"[]", 400, "holds no conversations"),
+        (
+            json.dumps(
+                {"format": "trickle", "conversations": [{"messages": [{"role": "user", "tokens_in": 2**40}]}]}
+            ).encode(),
+            400,
+            "Conversation 1, message 1, has a 'tokens_in' too large to store",
+        ),
     ]
     for data, status, words in cases:
         answer = upload(alice, server, data, "export.json")

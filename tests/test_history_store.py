@@ -41,14 +41,21 @@ def test_an_import_exports_back_unchanged_and_a_failed_one_leaves_nothing(engine
     with pytest.raises(ImportProblem):
         history_store.import_conversations(engine, "bob", broken())
     assert storage.list_conversations(engine, "bob") == []
-    streaming = {**CONVERSATION, "messages": [{**CONVERSATION["messages"][0], "status": "streaming"}]}
+    streaming = {
+        **CONVERSATION,
+        "messages": [{**CONVERSATION["messages"][0], "status": "streaming", "content": "a\x00b"}],
+    }
     history_store.import_conversations(engine, "carol", [streaming])
     (row,) = storage.list_conversations(engine, "carol")
-    assert storage.list_messages(engine, row.id)[0].status == "interrupted"  # nothing will ever write it
+    (message,) = storage.list_messages(engine, row.id)
+    assert message.status == "interrupted"  # nothing will ever write it
+    assert message.content == "ab"  # PostgreSQL refuses NUL in text
 
 
 def test_links_show_a_snapshot_until_revoked_and_go_with_their_conversation(engine):  # noqa: F811
-    history_store.import_conversations(engine, "alice", [CONVERSATION, {**CONVERSATION, "title": "Second"}])
+    failed = {**CONVERSATION["messages"][2], "status": "failed", "error": "http://10.1.2.3:8000 refused the key"}
+    second = {**CONVERSATION, "title": "Second", "messages": [CONVERSATION["messages"][0], failed]}
+    history_store.import_conversations(engine, "alice", [CONVERSATION, second])
     first, second = sorted(storage.list_conversations(engine, "alice"), key=lambda row: row.id)
     token = sharing_store.create_share(engine, "alice", first)
     snapshot = sharing_store.shared_snapshot(engine, token)
@@ -68,6 +75,8 @@ def test_links_show_a_snapshot_until_revoked_and_go_with_their_conversation(engi
         "Later",
     ]  # the answer still being written is left out
     gone = sharing_store.create_share(engine, "alice", second)
+    shown = sharing_store.shared_snapshot(engine, gone)["messages"]
+    assert shown[1]["status"] == "failed" and "10.1.2.3" not in str(shown)  # an error may name the upstream
     storage.delete_conversation(engine, second.id)
     assert sharing_store.shared_snapshot(engine, gone) is None
     assert [row.token for row in sharing_store.list_shares(engine, "alice")] == [kept]

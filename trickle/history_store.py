@@ -96,7 +96,8 @@ def _insert(db, owner: str, conversation: dict) -> None:
     created = conversation.get("created_at") or now
     values = {name: conversation.get(name) for name in CONVERSATION_FIELDS}
     values.update(owner=owner, created_at=created, updated_at=conversation.get("updated_at") or created)
-    values["title"] = (values["title"] or "Imported chat")[:200]
+    values["title"] = _text(values["title"] or "Imported chat")[:200]
+    values["system_prompt"] = _text(values["system_prompt"])
     conversation_id = db.execute(conversations.insert().values(**values)).inserted_primary_key[0]
     ids: list[int] = []
     for message in conversation["messages"]:
@@ -105,7 +106,8 @@ def _insert(db, owner: str, conversation: dict) -> None:
         status = row["status"] or Status.DONE.value
         row.update(
             conversation_id=conversation_id,
-            content=row["content"] or "",
+            content=_text(row["content"] or ""),
+            error=_text(row["error"]),
             status=Status.INTERRUPTED.value if status == Status.STREAMING else status,  # nothing writes it here
             created_at=row["created_at"] or created,
             active=True if row["active"] is None else bool(row["active"]),
@@ -113,6 +115,11 @@ def _insert(db, owner: str, conversation: dict) -> None:
             reply_to=ids[reply_to] if isinstance(reply_to, int) and 0 <= reply_to < len(ids) else None,
         )
         ids.append(db.execute(messages.insert().values(**row)).inserted_primary_key[0])
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL refuses NUL in text; nobody wrote one on purpose."""
+    return value.replace("\x00", "") if value else value
 
 
 def streaming_of(engine: Engine, owner: str) -> list[int]:

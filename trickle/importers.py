@@ -297,7 +297,12 @@ def _trickle(item: dict, number: int) -> dict:
 
 
 def _check_types(values: dict, types: dict, where: str) -> None:
+    """Each field of the kind its column holds, and within what the column can store."""
     for name, allowed in types.items():
         value = values.get(name)
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ImportProblem(f"{where} has a {name!r} of the wrong kind ({type(value).__name__}).")
+        if isinstance(value, int) and float not in allowed and abs(value) >= 2**31:  # an INTEGER column
+            raise ImportProblem(f"{where} has a {name!r} too large to store ({value}).")
+        if name == "model" and isinstance(value, str) and len(value) > 200:
+            raise ImportProblem(f"{where} has a model name longer than 200 characters.")

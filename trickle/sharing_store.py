@@ -34,8 +34,9 @@ shared_links = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
-# The parts of a message a snapshot keeps: what `_message.html` shows, nothing about the owner.
-SNAPSHOT_FIELDS = ("role", "content", "status", "error", "model", "tokens_in", "tokens_out", "ttft_ms", "duration_ms")
+# The parts of a message a snapshot keeps: what `_message.html` shows, nothing about the owner. Not a
+# failed answer's error, which may name the server's upstream: the page says it could not be completed.
+SNAPSHOT_FIELDS = ("role", "content", "status", "model", "tokens_in", "tokens_out", "ttft_ms", "duration_ms")
 
 
 def snapshot_of(engine: Engine, conversation) -> dict:
