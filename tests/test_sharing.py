@@ -27,10 +27,10 @@ def share(page) -> str:
     tools = page.locator("details.tools")
     if tools.get_attribute("open") is None:
         tools.locator("summary").click()
-    count = page.locator(".shared-link").count()
+    count = page.locator("#share .shared-link").count()
     page.get_by_role("button", name="Share a read-only link").click()
-    expect(page.locator(".shared-link")).to_have_count(count + 1)
-    return page.locator(".shared-link a").first.get_attribute("href")
+    expect(page.locator("#share .shared-link")).to_have_count(count + 1)
+    return page.locator("#share .shared-link a").first.get_attribute("href")
 
 
 def test_a_shared_link_shows_a_read_only_snapshot_to_a_fresh_browser_until_revoked(
@@ -72,17 +72,25 @@ def test_a_shared_link_shows_a_read_only_snapshot_to_a_fresh_browser_until_revok
     expect(visitor.locator("article.message")).to_have_count(4)
     expect(visitor.locator("#messages")).to_contain_text("Said later.")
 
-    page.locator(".shared-link", has=page.locator(f'a[href="{first_link}"]')).get_by_role(
+    page.locator("#share .shared-link", has=page.locator(f'a[href="{first_link}"]')).get_by_role(
         "button", name="Revoke"
     ).click()
-    expect(page.locator(".shared-link")).to_have_count(1)
+    expect(page.locator("#share .shared-link")).to_have_count(1)
     response = visitor.goto(first_link)
     assert response.status == 404
     expect(visitor.locator("body")).to_contain_text("revoked")
     assert visitor.goto(second_link).status == 200
     page.reload()  # the owner's list survives a reload
     page.locator("details.tools summary").click()
-    expect(page.locator(".shared-link a")).to_have_attribute("href", second_link)
+    expect(page.locator("#share .shared-link a")).to_have_attribute("href", second_link)
+    page.locator("#history-tools summary").click()  # and the sidebar lists every link of the owner
+    in_sidebar = page.locator("#history-tools .shared-link")
+    expect(in_sidebar).to_have_count(1)
+    expect(in_sidebar).to_contain_text("Shared question")
+    in_sidebar.get_by_role("button", name="Revoke").click()  # a plain form: back to the conversation
+    page.wait_for_url(re.compile(r"/c/\d+#share$"))
+    assert visitor.goto(second_link).status == 404
+    expect(page.locator("#history-tools .shared-link")).to_have_count(0)
     stranger.close()
     assert not console_errors, console_errors
 

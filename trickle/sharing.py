@@ -45,9 +45,10 @@ def _share_widget(conversation_id: int):
 
 @bp.app_context_processor
 def sharing_context() -> dict:
-    """What `_share.html` needs wherever it is included (the conversation page's Options)."""
+    """What `_share.html` and the sidebar's list of links need, wherever they are included."""
 
-    def shared_links_of(conversation_id: int) -> list[dict]:
+    def shared_links_of(conversation_id: int | None = None) -> list[dict]:
+        """The owner's links to one conversation, or to all of them."""
         owner = g.get("owner")
         rows = sharing_store.list_shares(trickle().engine, owner, conversation_id) if owner else []
         return [
@@ -55,6 +56,8 @@ def sharing_context() -> dict:
                 "token": row.token,
                 "url": url_for(SHARED_PAGE, token=row.token, _external=True),
                 "shared": _when(row.created_at),
+                "title": row.title,
+                "conversation_id": row.conversation_id,
             }
             for row in rows
         ]
