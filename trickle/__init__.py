@@ -12,7 +12,12 @@ import click
 from dotenv import load_dotenv
 from flask import Flask
 
-from . import customize, database, logs
+from . import (
+    customize,
+    database,
+    logs,
+    sharing_store,  # noqa: F401  (its table joins storage.metadata, which the migrations match)
+)
 from .providers import DemoModel, OpenAICompatible, make_provider
 from .registry import Registry
 from .settings import Settings, load_settings
@@ -97,7 +102,7 @@ def create_app(env: dict | None = None) -> Flask:
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
     app.extensions["trickle"] = Trickle(settings, engine, provider, registry, Titles(engine, provider, settings))
 
-    from . import api, controls, errors, limits, manifest, metrics, pages, security, validation, ws
+    from . import api, controls, errors, history, limits, manifest, metrics, pages, security, sharing, validation, ws
 
     validation.init_app(app)
 
@@ -109,6 +114,8 @@ def create_app(env: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
     app.register_blueprint(manifest.bp)
+    app.register_blueprint(sharing.bp)
+    app.register_blueprint(history.bp)
     errors.init_app(app)
 
     @app.cli.command("init-db")

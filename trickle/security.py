@@ -24,6 +24,7 @@ from .settings import Settings
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 OPEN_ENDPOINTS = {"static", "pages.healthz", "metrics.metrics", "security.login"}
+SHARED_PAGE = "sharing.shared_conversation"  # open too when SHARED_LINKS_PUBLIC (the default)
 
 
 def content_security_policy(settings: Settings) -> str:
@@ -154,6 +155,7 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
     )
     if settings.trust_proxy:  # Heroku, nginx…: scheme and client address from X-Forwarded-*
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    open_endpoints = OPEN_ENDPOINTS | ({SHARED_PAGE} if settings.shared_links_public else set())
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["csrf_field"] = lambda: Markup(
         f'<input type="hidden" name="csrf_token" value="{csrf_token()}">'
@@ -165,7 +167,7 @@ def init_app(app: Flask, settings: Settings, limiter) -> None:
         unsafe = request.method not in SAFE_METHODS
         if unsafe and not api and _cross_site():
             return _refuse(403, "This request came from another site; send it from this site's own pages.")
-        if request.endpoint in OPEN_ENDPOINTS:
+        if request.endpoint in open_endpoints:
             return None
         origin = request.headers.get("Origin")
         if request.path == "/ws" and origin and urlsplit(origin).netloc != request.host:

@@ -85,6 +85,9 @@ class Settings:
     local_threads: int
     temperature: float
     log_level: str  # debug, info, warning, error or critical (lower case, as gunicorn spells them)
+    sharing: bool  # owners may make read-only links to a snapshot of a conversation
+    shared_links_public: bool  # a shared link opens without APP_PASSWORD's login
+    import_max_bytes: int  # the largest history file one import may upload
 
     def __repr__(self) -> str:
         """Secrets stay out of logs and tracebacks."""
@@ -125,9 +128,9 @@ def text(raw: str) -> str:
 
 
 def flag(raw: str) -> bool:
-    if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-        raise ValueError("must be true or false")
-    return raw.lower() in ("1", "true", "yes")
+    if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("must be true or false (or on/off)")
+    return raw.lower() in ("1", "true", "yes", "on")
 
 
 def choice(*options: str) -> Parse:
@@ -274,6 +277,12 @@ SETTINGS: tuple[Setting, ...] = (
             keep_spaces=True),
     Setting("API_TOKENS", "api_tokens", names(), "", "bearer tokens for /api/* and /ws", secret=True),
     Setting("METRICS_TOKEN", "metrics_token", text, None, "bearer token for /metrics", secret=True),
+    # Sharing and history (trickle/sharing.py, trickle/history.py)
+    Setting("SHARING", "sharing", flag, "on", "owners may share a read-only snapshot of a conversation by link"),
+    Setting("SHARED_LINKS_PUBLIC", "shared_links_public", flag, "true",
+            "a shared link opens without the APP_PASSWORD login"),
+    Setting("IMPORT_MAX_MB", "import_max_bytes", number(1, whole=True, scale=1024 * 1024), "25",
+            "the largest history file one import may upload, in MB"),
     # Words and look (docs/customizing.md)
     Setting("APP_NAME", "app_name", text, "Trickle", "the name in the sidebar and the page title"),
     Setting("APP_LOGO", "app_logo", text, None, "an image URL or /static/… path shown before the name"),

@@ -1,10 +1,10 @@
 """Conversations and messages in SQL, behind a handful of named functions.
 
-SQLAlchemy Core keeps SQLite (the default, one file, WAL) and PostgreSQL (by
-`DATABASE_URL`, on psycopg 3) on the same code. The SQL of the app lives here, in
-`ledger.py` (usage) and `database.py` (the engine and migrations). The tables are
-built by the Alembic migrations in `migrations/` (`database.migrate`), never by
-`create_all`: a change here needs a new migration.
+SQLAlchemy Core keeps SQLite (the default, one file, WAL) and PostgreSQL (by `DATABASE_URL`, on
+psycopg 3) on the same code. The SQL of the app lives here and in its companions on the same
+`metadata`: `ledger` (usage), `sharing_store`, `history_store`; `database` holds the engine and the
+migrations. The tables are built by the Alembic migrations in `migrations/` (`database.migrate`),
+never by `create_all`: a change here needs a new migration.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ messages = sa.Table(
 )
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 def create_conversation(

@@ -10,6 +10,9 @@ from werkzeug.routing import IntegerConverter
 
 from .errors import error_response
 
+# Views that read a large body themselves, streamed to a temporary file, under IMPORT_MAX_MB.
+STREAMED_BODIES = {"history.import_history"}
+
 
 class IdConverter(IntegerConverter):
     """`<int:…>` ids no larger than a database integer: a bigger one is a 404, not an OverflowError."""
@@ -25,6 +28,9 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def whole_body_checked():
         if request.method not in ("POST", "PUT", "PATCH"):
+            return None
+        if request.endpoint in STREAMED_BODIES:  # the limit applies before anything reads the form
+            request.max_content_length = app.extensions["trickle"].settings.import_max_bytes
             return None
         if request.content_length is None:  # chunked: Werkzeug stops at the limit without a 413
             if len(request.get_data(cache=True)) >= app.config["MAX_CONTENT_LENGTH"]:
