@@ -82,6 +82,10 @@ class Settings:
     local_max_concurrent: int
     local_threads: int
     temperature: float
+    max_request_messages: int  # messages in one JSON chat request (/api/chat, /ws)
+    max_streams_per_owner: int  # open event streams (/messages/<id>/events, /api/chat) per owner, per worker
+    max_streams_per_ip: int  # the same per client address
+    rate_limit_ws_messages: str  # every message a /ws client sends, per owner
 
 
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
@@ -289,4 +293,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_max_concurrent=read_integer(env, "LOCAL_MAX_CONCURRENT", 1, minimum=1),
         local_threads=read_integer(env, "LOCAL_THREADS", min(os.cpu_count() or 2, 4), minimum=1),
         temperature=_number(env, "TEMPERATURE", 0.7),
+        max_request_messages=read_integer(env, "MAX_REQUEST_MESSAGES", 200, minimum=1),
+        max_streams_per_owner=read_integer(env, "MAX_STREAMS_PER_OWNER", 20, minimum=1),
+        max_streams_per_ip=read_integer(env, "MAX_STREAMS_PER_IP", 100, minimum=1),
+        rate_limit_ws_messages=_limit(env, "RATE_LIMIT_WS_MESSAGES", "120/minute"),
     )

@@ -31,8 +31,8 @@ from gevent.lock import Semaphore
 from simple_websocket import ConnectionClosed
 from werkzeug.exceptions import HTTPException
 
-from . import answers
-from .chat_requests import BadChatRequest, chat_request
+from . import answers, limits
+from .chat_requests import BadChatRequest, chat_request, parse_json
 from .listen import follow
 from .status import Status
 
@@ -175,16 +175,25 @@ class ChatSocket:
             forwarder.kill(block=True, timeout=5)
 
     def handle(self, raw) -> None:
-        """One message from the client; one it cannot act on is answered by an error message."""
+        """One message from the client; one it cannot act on is answered by an error message.
+
+        Every message counts against RATE_LIMIT_WS_MESSAGES before it is even read (reading a
+        large one costs); each answer started counts against `/api/chat`'s own rates.
+        """
         try:
-            try:
-                message = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-            except ValueError:
+            if not limits.hit(self.app.settings.rate_limit_ws_messages, limits.owner_key(), "ws.message"):
+                raise BadChatRequest(
+                    429,
+                    f"Too many messages on this socket: the limit is {self.app.settings.rate_limit_ws_messages} "
+                    "(RATE_LIMIT_WS_MESSAGES). Wait a moment and try again.",
+                )
+            message = parse_json(raw)
+            if message is None:
                 raise BadChatRequest(
                     400,
                     'Could not read that message: send JSON like {"messages": '
                     '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.',
-                ) from None
+                )
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "cancel":
                 self.cancel(None)
@@ -193,8 +202,9 @@ class ChatSocket:
             elif kind in (None, "chat"):
                 self.start(message)
             else:
+                shown = repr(kind[:40]) if isinstance(kind, str) else "of that kind"  # never repr a nested value
                 raise BadChatRequest(
-                    400, f'Unknown message type {kind!r}: send {{"messages": […]}} or {{"type": "cancel"}}.'
+                    400, f'Unknown message type {shown}: send {{"messages": […]}} or {{"type": "cancel"}}.'
                 )
         except HTTPException as err:  # the same errors a view raises, as this protocol's error message
             self.error(err.description)
@@ -208,6 +218,9 @@ class ChatSocket:
                 'or send {"type": "cancel"} first.',
             )
         messages, model = chat_request(body, self.app.settings)
+        refused = limits.rate_refusal("api.chat")  # the same counters as /api/chat
+        if refused:
+            raise BadChatRequest(429, refused)
         generation = answers.answer_unstored(messages, model)
         self.current = generation
         self.forwarder = gevent.spawn(self.forward, generation)
