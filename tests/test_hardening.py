@@ -337,3 +337,36 @@ def _opened(server, session, answer_id) -> requests.Response | None:
         return response
     response.close()
     return None
+
+
+def test_websockets_count_against_the_same_caps(make_server, upstream):
+    server = make_server(MAX_STREAMS_PER_IP="2")
+    first, second = connect(server), connect(server)
+    try:
+        third = connect(server)
+        event = receive(third)
+        assert event["type"] == "error" and "MAX_STREAMS_PER_IP" in event["message"]
+        opcode, data = third.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(data[:2], "big") == 1013
+        third.close()
+        first.send(json.dumps({"messages": HI}))  # the sockets within the cap work
+        assert read_answer(first)[1][-1]["type"] == "done"
+        first.close()
+        fourth = wait_for(lambda: _socket_in_cap(server), timeout=10)  # a closed one gives its place back
+        assert fourth is not None
+        fourth.send(json.dumps({"type": "ping"}))
+        assert receive(fourth) == {"type": "pong"}
+        fourth.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def _socket_in_cap(server) -> websocket.WebSocket | None:
+    ws = connect(server)
+    ws.send(json.dumps({"type": "ping"}))
+    opcode, data = ws.recv_data()
+    if opcode == websocket.ABNF.OPCODE_TEXT and json.loads(data) == {"type": "pong"}:
+        return ws
+    ws.close()
+    return None

@@ -1,4 +1,4 @@
-"""A cap on the event streams one client holds open (`/messages/<id>/events`, `/api/chat`).
+"""A cap on the streams one client holds open (`/messages/<id>/events`, `/api/chat`, `/ws`).
 
 A stream holds one of the worker's `WORKER_CONNECTIONS` for as long as it lasts, and a client
 that never reads keeps it: without a cap, one client could take them all and every other
@@ -10,7 +10,7 @@ when it ends or its client left (noticed at the next write, a ping at the latest
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from flask import abort, current_app, g
 from flask_limiter.util import get_remote_address
@@ -60,11 +60,9 @@ class _Held:
     A class, not a generator: a generator closed before its first item never runs its `finally`.
     """
 
-    def __init__(self, stream: Iterable[bytes], streams: OpenStreams, owner: str | None, address: str):
+    def __init__(self, stream: Iterable[bytes], release: Callable[[], None]):
         self.stream = iter(stream)
-        self.streams, self.owner, self.address = streams, owner, address
-        streams.acquire(owner, address)
-        self.held = True
+        self.release: Callable[[], None] | None = release
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -73,9 +71,9 @@ class _Held:
         return next(self.stream)
 
     def close(self) -> None:
-        if self.held:
-            self.held = False
-            self.streams.release(self.owner, self.address)
+        release, self.release = self.release, None
+        if release is not None:
+            release()
         close = getattr(self.stream, "close", None)
         if close is not None:
             close()
@@ -100,5 +98,12 @@ def refuse_if_full() -> None:
 
 def held(stream: Iterable[bytes]) -> Iterable[bytes]:
     """`stream`, counted as open until the server closes it; a 429 when the client is at its cap."""
+    return _Held(stream, hold())
+
+
+def hold() -> Callable[[], None]:
+    """Count one more stream for this request's client (a 429 when at its cap); returns its release."""
     refuse_if_full()
-    return _Held(stream, _open_streams(), g.get("owner"), get_remote_address())
+    streams, owner, address = _open_streams(), g.get("owner"), get_remote_address()
+    streams.acquire(owner, address)
+    return lambda: streams.release(owner, address)

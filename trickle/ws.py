@@ -31,7 +31,7 @@ from gevent.lock import Semaphore
 from simple_websocket import ConnectionClosed
 from werkzeug.exceptions import HTTPException
 
-from . import answers, limits
+from . import answers, limits, open_streams
 from .chat_requests import BadChatRequest, chat_request, parse_json
 from .listen import follow
 from .status import Status
@@ -43,6 +43,7 @@ sock = Sock()
 
 DRAIN_CHECK_S = 1.0  # how often an idle socket looks whether the worker is shutting down
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
 
 
 @bp.record_once
@@ -60,7 +61,17 @@ def _configure(state) -> None:
 
 @sock.route("/ws", bp=bp)
 def chat_socket(ws) -> None:
-    ChatSocket(ws, current_app.extensions["trickle"]).serve()
+    chat = ChatSocket(ws, current_app.extensions["trickle"])
+    try:
+        release = open_streams.hold()  # a socket holds a connection like a stream: the same caps
+    except HTTPException as err:
+        chat.error(err.description)
+        ws.close(TRY_AGAIN_LATER, "Too many open streams.")
+        return
+    try:
+        chat.serve()
+    finally:
+        release()
 
 
 def _usage(generation) -> dict:
