@@ -622,7 +622,8 @@ def test_random_form_fields_at_messages_never_get_a_5xx(
         wait_ended(server, int(found.group(1)))
 
 
-DEEP = st.integers(min_value=1, max_value=1000).map(lambda n: "[" * (n * 3) + "]" * (n * 3))  # past any recursion
+# Up to 1,980 levels (past the parser's recursion), under the module's 4 KB message limit (over it: close 1009).
+DEEP = st.integers(min_value=1, max_value=660).map(lambda n: "[" * (n * 3) + "]" * (n * 3))
 SOCKET_MESSAGE = st.one_of(
     CHAT_BODY.map(json.dumps),
     DEEP,
@@ -636,7 +637,7 @@ SOCKET_MESSAGE = st.one_of(
 
 @FUZZ
 @given(message=SOCKET_MESSAGE, binary=st.booleans())
-@example(message="[" * 5000 + "]" * 5000, binary=False)
+@example(message="[" * 1990 + "]" * 1990, binary=False)
 @example(message=json.dumps({"type": [[[[["deep"]]]]]}), binary=False)
 @example(message=json.dumps({"messages": [{"role": "user", "content": "hi"}], "model": "a\r\nb"}), binary=True)
 def test_random_messages_over_the_socket_never_close_it(server, upstream, message, binary):
@@ -678,7 +679,8 @@ PAGE_PATHS = [
     ("POST", "/c/{id}/options"),
     ("POST", "/c/{id}/delete"),
 ]
-HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=60)  # latin-1, as sent
+# Latin-1 without control characters: what gunicorn passes on (it refuses the others itself, before the app).
+HEADER_TEXT = st.text(alphabet=st.characters(max_codepoint=255, exclude_categories=["Cc"]), max_size=60)
 PAGE_ID = st.one_of(
     st.sampled_from(["question", "answer", "conversation"]),  # the person's own
     st.integers(min_value=-5, max_value=2**70).map(str),
@@ -739,14 +741,12 @@ def test_random_requests_at_the_page_endpoints_never_get_a_5xx(
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
     if method == "GET":
-        response = person.get(
-            server.url(path), params=query, headers=headers, allow_redirects=False, stream=True, timeout=(5, 20)
-        )
+        response = person.get(server.url(path), params=query, headers=headers, allow_redirects=False, timeout=(5, 20))
     else:
         response = person.post(
             server.url(path), params=query, data=fields, headers=headers, allow_redirects=False, timeout=(5, 30)
         )
-    body = read_all(response).decode(errors="replace")
+    body = response.text
     assert response.status_code < 500 or response.status_code == 414, (response.status_code, path, body[:500])
     assert "Traceback" not in body
     if 400 <= response.status_code < 500 and response.status_code != 414:
