@@ -6,6 +6,7 @@ A request that cannot be answered raises `BadChatRequest`, an HTTP error like `a
 
 from __future__ import annotations
 
+import gc
 import json
 
 from flask import request
@@ -98,13 +99,23 @@ def chat_request(body, settings) -> tuple[list[dict], str]:
 
 def parse_json(text: str | bytes):
     """A JSON value, or None when it is not JSON; a 400 when it nests deeper than the parser can
-    follow (a `RecursionError` otherwise: a 500 on /api/chat, a dead socket on /ws)."""
+    follow (a `RecursionError` otherwise: a 500 on /api/chat, a dead socket on /ws).
+
+    The cyclic garbage collector is off while it parses: a body of 300,000 empty lists made it
+    run dozens of full collections over the whole heap (1.5 s of the event loop, 10 times the
+    parse itself). A parse never yields to another greenlet, and JSON makes no cycles to collect.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return json.loads(text)
     except RecursionError:
         raise BadChatRequest(400, TOO_DEEP) from None
     except ValueError:
         return None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def json_body():
