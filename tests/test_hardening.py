@@ -78,6 +78,30 @@ def test_thirty_thousand_tiny_messages_are_a_413_and_healthz_stays_quick(make_se
     assert max(under_attack) <= 40 * baseline + 0.1, (baseline, sorted(under_attack)[-5:])
 
 
+def test_a_body_of_many_small_containers_parses_without_a_garbage_collection():
+    """300,000 empty lists (990 KB) made the cyclic collector run dozens of full passes over the
+    server's heap mid-parse: 1.5 s of the event loop, ten times the parse itself."""
+    import gc
+
+    from trickle.chat_requests import parse_json
+
+    body = '{"messages": [{"role": "user", "content": "x"}], "pad": [' + ",".join(["[]"] * 300_000) + "]}"
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        parsed = parse_json(body.encode())
+    finally:
+        gc.callbacks.remove(count)
+    assert len(parsed["pad"]) == 300_000
+    assert collections == []
+    assert gc.isenabled()
+
+
 def test_too_many_messages_is_a_413_naming_the_setting_in_every_protocol(make_server, upstream):
     server = make_server(MAX_REQUEST_MESSAGES="3")
     plain = [{"role": "user", "content": "x"}] * 4
