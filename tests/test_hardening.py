@@ -73,9 +73,10 @@ def test_thirty_thousand_tiny_messages_are_a_413_and_healthz_stays_quick(make_se
     attacker.join()
     assert statuses == [413] * 6, statuses
     assert upstream.requests == []
+    # A multiple of this run's idle median, nothing absolute: the slowest probe waited ~3,000 times it
+    # before (the whole transform); now at most one parse of the body (~15 times it on a quiet machine).
     baseline = statistics.median(idle)
-    assert statistics.median(under_attack) <= 5 * baseline + 0.02, (baseline, sorted(under_attack)[-5:])
-    assert max(under_attack) <= 40 * baseline + 0.1, (baseline, sorted(under_attack)[-5:])
+    assert max(under_attack) <= 100 * baseline, (baseline, sorted(under_attack)[-5:])
 
 
 def test_a_body_of_many_small_containers_parses_without_a_garbage_collection():
