@@ -1,7 +1,9 @@
 """Bad input never breaks anything: malformed or oversize bodies, wrong types, unknown ids, bytes that are not
 UTF-8. Each gets a 4xx with a sentence saying what is wrong (JSON under /api, a page or an htmx fragment
-elsewhere), no traceback, nothing written to the database and nothing sent to the provider. Two Hypothesis
-fuzzers then throw random JSON at /api/chat and random form fields at /messages and expect no 5xx ever.
+elsewhere), no traceback, nothing written to the database and nothing sent to the provider. Hypothesis
+fuzzers then throw random JSON at /api/chat and over /ws (the same generators), random form fields at
+/messages, and random ids, fields, queries and headers at every page endpoint, and expect no 5xx ever
+(on /ws: an error message, never a closed socket).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import re
 import time
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -29,6 +32,7 @@ from tests.test_security import (
     rows,
     wait_ended,
 )
+from tests.test_ws import connect, receive
 
 MAX_CONTENT_LENGTH = 4096
 MAX_INPUT_CHARS = 200
@@ -41,7 +45,9 @@ HUGE = "9" * 30  # an id no database integer holds
 def server(upstream):
     started = Servers(upstream)
     _registry.append(started)
-    yield started.start(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, MAX_INPUT_CHARS=MAX_INPUT_CHARS)
+    yield started.start(
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, MAX_INPUT_CHARS=MAX_INPUT_CHARS, RATE_LIMIT_WS_MESSAGES="100000/minute"
+    )
     started.close()
     _registry.remove(started)
 
@@ -614,6 +620,140 @@ def test_random_form_fields_at_messages_never_get_a_5xx(
         assert events.status_code == 200
         assert b"event: done" in read_all(events)
         wait_ended(server, int(found.group(1)))
+
+
+# Up to 1,980 levels (past the parser's recursion), under the module's 4 KB message limit (over it: close 1009).
+DEEP = st.integers(min_value=1, max_value=660).map(lambda n: "[" * (n * 3) + "]" * (n * 3))
+SOCKET_MESSAGE = st.one_of(
+    CHAT_BODY.map(json.dumps),
+    DEEP,
+    DEEP.map(lambda deep: '{"messages": ' + deep + "}"),
+    st.fixed_dictionaries({"type": st.one_of(st.sampled_from(["chat", "cancel", "ping", "launch"]), ANY_JSON)}).map(
+        json.dumps
+    ),
+    TEXT,
+)
+
+
+@FUZZ
+@given(message=SOCKET_MESSAGE, binary=st.booleans())
+@example(message="[" * 1990 + "]" * 1990, binary=False)
+@example(message=json.dumps({"type": [[[[["deep"]]]]]}), binary=False)
+@example(message=json.dumps({"messages": [{"role": "user", "content": "hi"}], "model": "a\r\nb"}), binary=True)
+def test_random_messages_over_the_socket_never_close_it(server, upstream, message, binary):
+    """The same generators as /api/chat's: every message gets events of the protocol, the socket stays open."""
+    upstream.default = Script(delay=0)
+    ws = connect(server, timeout=20)
+    try:
+        if binary:
+            ws.send_binary(message.encode("utf-8", "surrogatepass"))
+        else:
+            ws.send(message.encode("utf-8", "replace").decode())  # a text frame must be UTF-8 (or the socket fails)
+        ws.send(json.dumps({"type": "ping"}))
+        for _ in range(1000):
+            event = receive(ws)  # fails if the server closed the socket
+            assert event["type"] in ("token", "status", "done", "error", "pong"), event
+            if event["type"] == "error":
+                assert isinstance(event["message"], str) and " " in event["message"], event
+            if event["type"] == "pong":
+                break
+        else:
+            pytest.fail("no pong after 1000 events")
+    finally:
+        ws.close()
+
+
+PAGE_PATHS = [
+    ("GET", "/c/{id}"),
+    ("GET", "/c/{id}/export.md"),
+    ("GET", "/c/{id}/export.json"),
+    ("GET", "/messages/{id}/events"),
+    ("GET", "/conversations"),
+    ("GET", "/"),
+    ("POST", "/messages/{id}/stop"),
+    ("POST", "/messages/{id}/retry"),
+    ("POST", "/messages/{id}/regenerate"),
+    ("POST", "/messages/{id}/activate"),
+    ("POST", "/messages/{id}/edit"),
+    ("POST", "/c/{id}/rename"),
+    ("POST", "/c/{id}/options"),
+    ("POST", "/c/{id}/delete"),
+]
+# Latin-1 without control characters: what gunicorn passes on (it refuses the others itself, before the app).
+HEADER_TEXT = st.text(alphabet=st.characters(max_codepoint=255, exclude_categories=["Cc"]), max_size=60)
+PAGE_ID = st.one_of(
+    st.sampled_from(["question", "answer", "conversation"]),  # the person's own
+    st.integers(min_value=-5, max_value=2**70).map(str),
+    st.sampled_from([HUGE, "7" * 4000, "abc", "0", "1.5", "%00"]),
+    SAFE_TEXT,
+)
+
+
+@FUZZ
+@given(
+    route=st.sampled_from(PAGE_PATHS),
+    target=PAGE_ID,
+    fields=st.dictionaries(
+        st.sampled_from(["content", "title", "model", "system_prompt", "conversation_id", "q"])
+        | SAFE_TEXT.filter(lambda k: k != "csrf_token"),
+        st.one_of(FIELD_VALUE, st.text(max_size=MAX_INPUT_CHARS + 20), st.just(HUGE)),
+        max_size=4,
+    ),
+    query=st.dictionaries(st.sampled_from(["q", "cursor", "protocol", "x"]), st.one_of(FIELD_VALUE, st.just(HUGE))),
+    current_url=st.one_of(st.none(), HEADER_TEXT, st.just(f"/c/{HUGE}"), st.just("/c/" + "7" * 30)),
+    last_event_id=st.one_of(st.none(), HEADER_TEXT, st.just(HUGE)),
+    htmx=st.booleans(),
+)
+@example(
+    route=("GET", "/conversations"),
+    target="0",
+    fields={},
+    query={"q": "a"},
+    current_url=f"http://x/c/{HUGE}",
+    last_event_id=None,
+    htmx=True,
+)
+@example(
+    route=("GET", "/messages/{id}/events"),
+    target="answer",
+    fields={},
+    query={"cursor": HUGE},
+    current_url=None,
+    last_event_id=HUGE,
+    htmx=True,
+)
+def test_random_requests_at_the_page_endpoints_never_get_a_5xx(
+    server, upstream, person, route, target, fields, query, current_url, last_event_id, htmx
+):
+    upstream.default = Script(delay=0)
+    method, pattern = route
+    own = {
+        "question": person.answer_id - 1,
+        "answer": person.answer_id,
+        "conversation": person.conversation_id,
+    }
+    if target in own and pattern == "/c/{id}/delete":
+        target = "999999"  # the person's conversation stays for the other tests
+    path = pattern.format(id=own.get(target, quote(str(target), safe="")))
+    headers = {**(HX if htmx else {})}
+    if current_url is not None:
+        headers["HX-Current-URL"] = current_url
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    if method == "GET":
+        response = person.get(server.url(path), params=query, headers=headers, allow_redirects=False, timeout=(5, 20))
+    else:
+        response = person.post(
+            server.url(path), params=query, data=fields, headers=headers, allow_redirects=False, timeout=(5, 30)
+        )
+    body = response.text
+    assert response.status_code < 500 or response.status_code == 414, (response.status_code, path, body[:500])
+    assert "Traceback" not in body
+    if 400 <= response.status_code < 500 and response.status_code != 414:
+        assert_readable(response, response.status_code)
+    if response.headers.get("Content-Type", "").startswith("text/event-stream"):
+        assert "event: done" in body, body[-300:]
+    settle(server)
 
 
 def test_the_fuzzing_left_no_traceback_in_the_log(server):

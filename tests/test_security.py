@@ -1078,8 +1078,8 @@ def test_metrics_add_up_over_several_workers(servers):
         answers.append(read_api_stream(response)[0])
 
     sent, answers = 0, []
-    for _ in range(10):  # until both workers have answered some (the kernel picks who accepts)
-        threads = [threading.Thread(target=ask, args=(sent + n,)) for n in range(4)]
+    for _ in range(25):  # until both workers have answered some (the kernel picks who accepts)
+        threads = [threading.Thread(target=ask, args=(sent + n,)) for n in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:

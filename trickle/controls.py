@@ -118,8 +118,8 @@ def search():
     if not request.headers.get("HX-Request"):
         return redirect(url_for("pages.index", q=query or None))
     rows = storage.list_conversations(trickle().engine, current_owner(), search=query or None)
-    current = request.headers.get("HX-Current-URL", "")
-    match = re.search(r"/c/(\d+)", current)
+    # The page's URL (client input): ASCII digits of an id a database can hold, before `int()`.
+    match = re.search(r"/c/([0-9]{1,19})(?![0-9])", request.headers.get("HX-Current-URL", ""))
     conversation = {"id": int(match.group(1))} if match else None
     return render_template("_conversation_rows.html", conversations=rows, conversation=conversation, search=query)
 

@@ -3,16 +3,20 @@ conversation length and daily token budgets. Each refusal says which limit was h
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import current_app, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse
 
 from . import ledger, storage
 
+log = logging.getLogger("trickle.limits")
 
-def _owner_key() -> str:
+
+def owner_key() -> str:
     return "owner:" + (getattr(g, "owner", None) or get_remote_address())
 
 
@@ -26,8 +30,30 @@ def _settings():
 
 def per_owner(view):
     """Rate-limit a view that starts an answer, per owner and per client address."""
-    view = limiter.limit(lambda: _settings().rate_limit_owner, key_func=_owner_key)(view)
+    view = limiter.limit(lambda: _settings().rate_limit_owner, key_func=owner_key)(view)
     return limiter.limit(lambda: _settings().rate_limit_ip, key_func=get_remote_address)(view)
+
+
+def hit(rate: str, key: str, scope: str) -> bool:
+    """Count one request against `rate` outside a view's decorator (each `/ws` message); False once over.
+
+    The identifiers are the decorator's own (its key, then the view's endpoint as scope), so a
+    `scope` of "api.chat" spends the very counters that `/api/chat` spends.
+    """
+    try:
+        return limiter.limiter.hit(parse(rate), key, scope)
+    except Exception:  # storage (Redis) away: serve without limits, like RATELIMIT_SWALLOW_ERRORS
+        log.warning("rate limit storage unreachable; %s not counted", scope, exc_info=True)
+        return True
+
+
+def rate_refusal(scope: str) -> str | None:
+    """Why this owner or address may not start another answer now by `scope`'s rates, or None."""
+    settings = _settings()
+    for rate, key in ((settings.rate_limit_owner, owner_key()), (settings.rate_limit_ip, get_remote_address())):
+        if not hit(rate, key, scope):
+            return f"Too many requests: the limit is {rate}. Wait a moment and try again."
+    return None
 
 
 def init_app(app, settings) -> None:

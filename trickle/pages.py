@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
-from . import answers, database, ledger, limits, sse, storage
+from . import answers, database, ledger, limits, open_streams, sse, storage
 from .listen import PageEvents, Shown, sse_stream
 from .message_views import answer_view, conversation_views, message_view
 from .render import render_markdown, renders_by_blocks
@@ -56,14 +56,16 @@ def conversation(conversation_id: int):
 
 
 def _conversation_id() -> int | None:
-    """The posted conversation_id: none for a new chat; a 404 for one no database can hold."""
+    """The posted conversation_id: none for a new chat; a 404 for one no database can hold.
+
+    Its length is checked before `int()`, which raises over 4,300 digits; "0" is a new chat too."""
     raw_id = (request.form.get("conversation_id") or "").strip()
     if raw_id and not (raw_id.isascii() and raw_id.isdigit()):
         abort(400, "conversation_id must be a number.")
-    conversation_id = int(raw_id) if raw_id else None
-    if conversation_id is not None and conversation_id > 2**63 - 1:
+    digits = raw_id.lstrip("0")
+    if len(digits) > 19 or (digits and int(digits) > 2**63 - 1):
         abort(404, "This conversation no longer exists.")
-    return conversation_id or None
+    return int(digits) if digits else None
 
 
 def _chosen_model() -> str:
@@ -159,7 +161,7 @@ def message_events(message_id: int):
         flush_interval=app.settings.flush_interval,
         ping_interval=app.settings.ping_interval,
     )
-    return Response(stream, headers=sse.HEADERS)
+    return Response(open_streams.held(stream), headers=sse.HEADERS)  # a 429 past MAX_STREAMS_PER_*
 
 
 def _final_renderer(message_id: int):

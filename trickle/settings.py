@@ -88,6 +88,10 @@ class Settings:
     sharing: bool  # owners may make read-only links to a snapshot of a conversation
     shared_links_public: bool  # a shared link opens without APP_PASSWORD's login
     import_max_bytes: int  # the largest history file one import may upload
+    max_request_messages: int  # messages in one JSON chat request (/api/chat, /ws)
+    max_streams_per_owner: int  # open event streams (/messages/<id>/events, /api/chat, /ws) per owner, per worker
+    max_streams_per_ip: int  # the same per client address
+    rate_limit_ws_messages: str  # every message a /ws client sends, per owner
 
     def __repr__(self) -> str:
         """Secrets stay out of logs and tracebacks."""
@@ -263,6 +267,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_RATE_LIMIT", "login_rate_limit", rate, "5/minute", "login attempts"),
     Setting("RATE_LIMIT_PER_OWNER", "rate_limit_owner", rate, "30/minute", "answers started per owner"),
     Setting("RATE_LIMIT_PER_IP", "rate_limit_ip", rate, "120/minute", "answers started per client address"),
+    Setting("RATE_LIMIT_WS_MESSAGES", "rate_limit_ws_messages", rate, "120/minute", "messages a /ws client sends"),
+    Setting("MAX_REQUEST_MESSAGES", "max_request_messages", whole(1), "200", "messages in one JSON chat request"),
+    Setting("MAX_STREAMS_PER_OWNER", "max_streams_per_owner", whole(1), "20", "open streams per owner, per worker"),
+    Setting("MAX_STREAMS_PER_IP", "max_streams_per_ip", whole(1), "100", "open streams per address, per worker"),
     Setting("DAILY_TOKEN_BUDGET", "daily_token_budget", whole(1), None, "tokens per UTC day, whole instance"),
     Setting("OWNER_DAILY_TOKEN_BUDGET", "owner_daily_token_budget", whole(1), None, "tokens per UTC day, per owner"),
     Setting("MODEL_PRICES", "model_prices", prices, "", "model=in/out USD per million tokens, comma-separated"),

@@ -31,8 +31,8 @@ from gevent.lock import Semaphore
 from simple_websocket import ConnectionClosed
 from werkzeug.exceptions import HTTPException
 
-from . import answers
-from .chat_requests import BadChatRequest, chat_request
+from . import answers, limits, open_streams
+from .chat_requests import BadChatRequest, chat_request, parse_json
 from .generation import Generation
 from .listen import Encoder, follow
 from .status import Status
@@ -44,6 +44,7 @@ sock = Sock()
 
 DRAIN_CHECK_S = 1.0  # how often an idle socket looks whether the worker is shutting down
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
 
 
 @bp.record_once
@@ -61,7 +62,17 @@ def _configure(state) -> None:
 
 @sock.route("/ws", bp=bp)
 def chat_socket(ws) -> None:
-    ChatSocket(ws, current_app.extensions["trickle"]).serve()
+    chat = ChatSocket(ws, current_app.extensions["trickle"])
+    try:
+        release = open_streams.hold()  # a socket holds a connection like a stream: the same caps
+    except HTTPException as err:
+        chat.error(err.description)
+        ws.close(TRY_AGAIN_LATER, "Too many open streams.")
+        return
+    try:
+        chat.serve()
+    finally:
+        release()
 
 
 def _usage(generation) -> dict:
@@ -163,16 +174,25 @@ class ChatSocket:
             forwarder.kill(block=True, timeout=5)
 
     def handle(self, raw) -> None:
-        """One message from the client; one it cannot act on is answered by an error message."""
+        """One message from the client; one it cannot act on is answered by an error message.
+
+        Every message counts against RATE_LIMIT_WS_MESSAGES before it is even read (reading a
+        large one costs); each answer started counts against `/api/chat`'s own rates.
+        """
         try:
-            try:
-                message = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-            except ValueError:
+            if not limits.hit(self.app.settings.rate_limit_ws_messages, limits.owner_key(), "ws.message"):
+                raise BadChatRequest(
+                    429,
+                    f"Too many messages on this socket: the limit is {self.app.settings.rate_limit_ws_messages} "
+                    "(RATE_LIMIT_WS_MESSAGES). Wait a moment and try again.",
+                )
+            message = parse_json(raw)
+            if message is None:
                 raise BadChatRequest(
                     400,
                     'Could not read that message: send JSON like {"messages": '
                     '[{"role": "user", "content": "Hi"}]} or {"type": "cancel"}.',
-                ) from None
+                )
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "cancel":
                 self.cancel(None)
@@ -181,8 +201,9 @@ class ChatSocket:
             elif kind in (None, "chat"):
                 self.start(message)
             else:
+                shown = repr(kind[:40]) if isinstance(kind, str) else "of that kind"  # never repr a nested value
                 raise BadChatRequest(
-                    400, f'Unknown message type {kind!r}: send {{"messages": […]}} or {{"type": "cancel"}}.'
+                    400, f'Unknown message type {shown}: send {{"messages": […]}} or {{"type": "cancel"}}.'
                 )
         except HTTPException as err:  # the same errors a view raises, as this protocol's error message
             self.error(err.description)
@@ -196,6 +217,9 @@ class ChatSocket:
                 'or send {"type": "cancel"} first.',
             )
         messages, model = chat_request(body, self.app.settings)
+        refused = limits.rate_refusal("api.chat")  # the same counters as /api/chat
+        if refused:
+            raise BadChatRequest(429, refused)
         generation = answers.answer_unstored(messages, model)
         self.current = generation
         self.forwarder = gevent.spawn(self.forward, generation)
