@@ -3,8 +3,8 @@
 One loop (`follow`) replays from a cursor, then follows live, batching what
 arrived since the last write into one `Update`; an `Encoder` turns those events
 into a protocol's wire events (the page's HTML fragments, the JSON events of
-`/api/chat`, `/ws` messages, the AI SDK's parts). One engine, several encoders;
-`sse_stream` makes the bytes of the SSE ones.
+`/api/chat`, `/ws` messages, the AI SDK's parts and lines). One engine, several
+encoders; `byte_stream` makes a response body of them (`sse_stream` for the SSE ones).
 """
 
 from __future__ import annotations
