@@ -144,6 +144,14 @@ def test_text_stream_transport_gets_a_failure_before_any_text_as_its_error(ai_sd
     assert "API key" in result["turns"][0]["error"]
 
 
+@SDKS
+def test_text_stream_transport_cut_mid_answer_is_an_error_not_a_whole_answer(ai_sdk, shared_server, upstream, package):
+    upstream.push(Script(text="one two three four five", error_after=2))
+    url = shared_server.url("/api/chat?protocol=text")
+    result = ai_sdk("chat", url, ["Hi"], AI_PACKAGE=package, AI_TRANSPORT="text")
+    assert result["turns"][0]["status"] == "error"  # (6 still calls onFinish, flagged as an error)
+
+
 def test_a_rejected_request_reaches_use_chat_as_its_error(ai_sdk, shared_server):
     result = ai_sdk("chat", shared_server.url("/api/chat"), ["x" * (20000 * 4 + 1)])
     assert result["turns"][0]["status"] == "error"
