@@ -153,13 +153,78 @@
     }
   });
 
+  // -- a message sent while an answer streams waits its turn: shown queued, sent when the answer
+  // ends (so the answer is in its history), cancelled by its button. Stop, then Send, redirects.
+  var queue = []; // {text, bubble}, oldest first
+  var sending = false; // a message is on its way: its answer is not on the page yet
+  var releasing = false; // the next composer request is a queued message's
+  var releasedRequests = new WeakSet();
+  function busy() { return sending || !!document.querySelector("#messages article.streaming"); }
+  function showQueue() { // after whatever the page swapped in, the queued bubbles come last
+    var box = messages();
+    if (box) queue.forEach(function (queued) { box.appendChild(queued.bubble); });
+  }
+  function enqueue(form) {
+    var template = byId("queued-template");
+    if (!template) return false;
+    var bubble = template.content.firstElementChild.cloneNode(true);
+    var text = form.elements.content.value;
+    bubble.querySelector(".body").textContent = text;
+    queue.push({ text: text, bubble: bubble });
+    showQueue();
+    form.reset();
+    byId("content").focus();
+    follow();
+    return true;
+  }
+  function release() {
+    var form = byId("composer");
+    if (!queue.length || busy() || !form) return;
+    var next = queue.shift();
+    next.bubble.remove();
+    releasing = true;
+    form.noValidate = true; // its own text is what counts, not what the composer holds now (maybe nothing)
+    try {
+      htmx.ajax("POST", form.getAttribute("hx-post"), {
+        source: form, target: "#messages", swap: "beforeend", values: { content: next.text },
+      });
+    } finally {
+      form.noValidate = false;
+    }
+  }
+  document.addEventListener("click", function (event) {
+    var cancel = event.target.closest && event.target.closest("button.cancel-queued");
+    if (!cancel) return;
+    var bubble = cancel.closest("article.queued");
+    queue = queue.filter(function (queued) { return queued.bubble !== bubble; });
+    bubble.remove();
+    byId("content").focus();
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.id !== "composer") return;
+    if (releasing) {
+      releasing = false;
+      releasedRequests.add(event.detail.xhr);
+    } else if (busy() && enqueue(event.detail.elt)) {
+      event.preventDefault();
+      return;
+    }
+    sending = true;
+  });
   document.addEventListener("htmx:afterRequest", function (event) {
     var form = event.detail.elt;
-    if (form.id === "composer" && event.detail.successful) {
+    if (form.id !== "composer") return;
+    sending = false;
+    // The composer keeps what is being typed while a queued message goes out.
+    if (event.detail.successful && !releasedRequests.has(event.detail.xhr)) {
       form.reset();
       byId("content").focus();
     }
+    release(); // a failed send (e.g. over a limit) lets the next one go
   });
+  document.addEventListener("htmx:afterSwap", showQueue);
+  document.addEventListener("htmx:afterSettle", release); // e.g. the answer's `done` replaced its bubble
+  document.addEventListener("htmx:sseClose", release);
 
   // The sse extension reconnects with the URL it was given; keep its cursor at what the page shows,
   // so a reconnect resumes instead of replaying.

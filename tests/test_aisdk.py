@@ -1,58 +1,24 @@
 """`POST /api/chat` in the Vercel AI SDK's UI message stream protocol.
 
-The SDK itself (the `ai` package pinned in tests/js, installed with `npm ci`)
-reads Trickle's stream in Node; the Python tests pin down the wire format.
+The SDK itself (the `ai` packages pinned in tests/js, 6 and 5, installed with
+`npm ci`) reads Trickle's stream in Node; the Python tests pin down the wire format.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.fake_upstream import Script
-
-JS = Path(__file__).resolve().parent / "js"
-
-
-def _installed() -> bool:
-    """node_modules holds what package-lock.json pins (a stale or missing install is reinstalled)."""
-    lock = json.loads((JS / "package-lock.json").read_text())
-    for name in ("ai", "zod"):
-        try:
-            have = json.loads((JS / "node_modules" / name / "package.json").read_text())["version"]
-        except (OSError, ValueError, KeyError):
-            return False
-        if have != lock["packages"][f"node_modules/{name}"]["version"]:
-            return False
-    return True
+from tests.node_clients import JS, node_client
 
 
 @pytest.fixture(scope="session")
 def ai_sdk():
-    """Run tests/js/aisdk_chat.mjs; installs the pinned `ai` package first if needed (a failure fails)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("node and npm are needed for the AI SDK tests (Debian: apt-get install nodejs npm)")
-    if not _installed():
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True, timeout=600
-        )
-        if result.returncode != 0 or not _installed():
-            pytest.fail(f"npm ci in {JS} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-
-    def run(mode: str, api: str, arg) -> dict:
-        result = subprocess.run(
-            [node, str(JS / "aisdk_chat.mjs"), mode, api, json.dumps(arg)], capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, f"node exited with {result.returncode}:\n{result.stderr}"
-        return json.loads(result.stdout)
-
-    return run
+    """Run tests/js/aisdk_chat.mjs with the pinned `ai` 6 (and 5, as `ai5`: pass AI_PACKAGE="ai5")."""
+    return node_client(JS, "aisdk_chat.mjs", ("ai", "ai5", "zod"))
 
 
 def ui_parts(response) -> list:
@@ -81,10 +47,14 @@ def ai_sdk_body(*texts: str) -> dict:
 # -- the SDK's own client, in Node ------------------------------------------------
 
 
-def test_use_chat_engine_streams_every_answer_and_sends_the_history(ai_sdk, shared_server, upstream):
+SDKS = pytest.mark.parametrize("package", ["ai", "ai5"])  # 6, and 5 (an npm alias)
+
+
+@SDKS
+def test_use_chat_engine_streams_every_answer_and_sends_the_history(ai_sdk, shared_server, upstream, package):
     reply = 'The AI SDK reads this: ünïcödé, emoji 🎉, quotes "x", newlines\n\nand <b>tags</b>. ' * 20
     upstream.push(Script(text=reply, delay=0.001))
-    result = ai_sdk("chat", shared_server.url("/api/chat"), ["Hello there", "And again?"])
+    result = ai_sdk("chat", shared_server.url("/api/chat"), ["Hello there", "And again?"], AI_PACKAGE=package)
     assert result["errors"] == []
     assert [turn["status"] for turn in result["turns"]] == ["ready", "ready"]
     messages = result["messages"]
@@ -116,9 +86,10 @@ def test_use_chat_stop_closes_the_upstream(ai_sdk, shared_server, upstream):
     assert upstream.streams[-1].tokens_sent < 400
 
 
-def test_transport_chunks_pass_the_sdk_schema_in_order(ai_sdk, shared_server, upstream):
+@SDKS
+def test_transport_chunks_pass_the_sdk_schema_in_order(ai_sdk, shared_server, upstream, package):
     upstream.push(Script(text="one two three four five six", delay=0.01))
-    result = ai_sdk("stream", shared_server.url("/api/chat"), "count")
+    result = ai_sdk("stream", shared_server.url("/api/chat"), "count", AI_PACKAGE=package)
     types = [chunk["type"] for chunk in result["chunks"]]
     assert types[:2] == ["start", "text-start"]
     assert types[-2:] == ["text-end", "finish"]
@@ -128,12 +99,57 @@ def test_transport_chunks_pass_the_sdk_schema_in_order(ai_sdk, shared_server, up
     assert result["errors"] == []
 
 
-def test_upstream_failure_reaches_use_chat_as_its_error(ai_sdk, shared_server, upstream):
+@SDKS
+def test_upstream_failure_reaches_use_chat_as_its_error(ai_sdk, shared_server, upstream, package):
     upstream.push(Script(status=401))
-    result = ai_sdk("chat", shared_server.url("/api/chat"), ["Hi"])
+    result = ai_sdk("chat", shared_server.url("/api/chat"), ["Hi"], AI_PACKAGE=package)
     assert result["turns"] == [{"status": "error", "error": result["turns"][0]["error"]}]
     assert "API key" in result["turns"][0]["error"]
     assert result["errors"] and "API key" in result["errors"][0]
+
+
+@SDKS
+def test_a_failure_mid_answer_reaches_use_chat_as_its_error_after_the_text(ai_sdk, shared_server, upstream, package):
+    upstream.push(Script(text="one two three four five", error_after=2, error_message="The model is overloaded"))
+    result = ai_sdk("chat", shared_server.url("/api/chat"), ["Hi"], AI_PACKAGE=package)
+    assert result["turns"][0]["status"] == "error"
+    assert "The model is overloaded" in result["turns"][0]["error"]
+    assert [(m["role"], m["text"]) for m in result["messages"]] == [("user", "Hi"), ("assistant", "one two ")]
+
+
+@SDKS
+def test_text_stream_transport_reads_the_plain_text(ai_sdk, shared_server, upstream, package):
+    reply = "Plain text: ünïcödé 🎉\n\nno parts, no JSON. " * 10
+    upstream.push(Script(text=reply, delay=0.001))
+    url = shared_server.url("/api/chat?protocol=text")
+    result = ai_sdk("chat", url, ["Hello", "Again"], AI_PACKAGE=package, AI_TRANSPORT="text")
+    assert result["errors"] == []
+    assert [turn["status"] for turn in result["turns"]] == ["ready", "ready"]
+    assert [(m["role"], m["text"]) for m in result["messages"]] == [
+        ("user", "Hello"),
+        ("assistant", reply),
+        ("user", "Again"),
+        ("assistant", "Echo: Again"),
+    ]
+    assert len(result["finished"]) == 2
+    assert upstream.requests[-1]["body"]["messages"][1] == {"role": "assistant", "content": reply}
+
+
+@SDKS
+def test_text_stream_transport_gets_a_failure_before_any_text_as_its_error(ai_sdk, shared_server, upstream, package):
+    upstream.push(Script(status=401))
+    url = shared_server.url("/api/chat?protocol=text")
+    result = ai_sdk("chat", url, ["Hi"], AI_PACKAGE=package, AI_TRANSPORT="text")
+    assert result["turns"][0]["status"] == "error"
+    assert "API key" in result["turns"][0]["error"]
+
+
+@SDKS
+def test_text_stream_transport_cut_mid_answer_is_an_error_not_a_whole_answer(ai_sdk, shared_server, upstream, package):
+    upstream.push(Script(text="one two three four five", error_after=2))
+    url = shared_server.url("/api/chat?protocol=text")
+    result = ai_sdk("chat", url, ["Hi"], AI_PACKAGE=package, AI_TRANSPORT="text")
+    assert result["turns"][0]["status"] == "error"  # (6 still calls onFinish, flagged as an error)
 
 
 def test_a_rejected_request_reaches_use_chat_as_its_error(ai_sdk, shared_server):

@@ -549,7 +549,10 @@ FUZZ = settings(
 
 
 @FUZZ
-@given(body=CHAT_BODY, protocol=st.sampled_from(["", "?protocol=json", "?protocol=ai-sdk", "?protocol=x"]))
+@given(
+    body=CHAT_BODY,
+    protocol=st.sampled_from(["", "?protocol=json", "?protocol=ai-sdk", "?protocol=ai-sdk-data", "?protocol=x"]),
+)
 @example(body={"messages": [{"role": "user", "content": "half a pair \ud800"}]}, protocol="")
 @example(body={"messages": [{"role": "user", "parts": [{"type": "text", "text": "\udfff"}]}]}, protocol="")
 @example(body={"messages": [{"role": "user", "content": "hi"}], "model": "\ud800"}, protocol="")
@@ -563,7 +566,9 @@ def test_random_json_at_api_chat_never_gets_a_5xx(server, upstream, body, protoc
     payload = read_all(response)
     assert response.status_code < 500, (response.status_code, payload[:500])
     assert b"Traceback" not in payload
-    if response.status_code == 200:
+    if response.status_code == 200 and "x-vercel-ai-data-stream" in response.headers:  # AI SDK 4's data stream
+        assert payload.rstrip().rsplit(b"\n", 1)[-1].startswith(b'd:{"finishReason":'), payload[-300:]
+    elif response.status_code == 200:
         assert payload.rstrip().endswith(b"data: [DONE]"), payload[-300:]
     else:
         assert 400 <= response.status_code < 500

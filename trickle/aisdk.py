@@ -9,6 +9,10 @@ the response carries `x-vercel-ai-ui-message-stream: v1`.
 Only the parts' minimal shapes are sent: AI SDK 5 validates them with strict
 schemas, so an extra key (even a standard one like `finishReason`) would make
 it reject the stream.
+
+`protocol_for` also says which protocol a `/api/chat` body asks for (this one,
+the AI SDK 4's data stream, the text stream or the reference's JSON), and
+`to_plain_request` reads the SDK's messages as `{role, content}`.
 """
 
 from __future__ import annotations
@@ -20,19 +24,31 @@ from .listen import Encoder
 from .textlog import Followed
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
-PROTOCOLS = ("", "json", "ai-sdk")
+PROTOCOLS = ("json", "ai-sdk", "ai-sdk-data", "text")
 
 
-def is_ai_sdk_request(body, protocol: str = "") -> bool:
-    """Whether to answer in the AI SDK's protocol: `?protocol=ai-sdk` asks for it; without a
-    protocol named, a request in its shape does (at least one message made of `parts`)."""
-    if protocol not in PROTOCOLS:
-        raise BadChatRequest(400, 'protocol must be "json" or "ai-sdk".')
-    if protocol:
-        return protocol == "ai-sdk"
+def protocol_for(body, named: str = "") -> str:
+    """Which protocol answers the request: the one `?protocol=` names, else the one its body shows.
+
+    Read from what each AI SDK version's `useChat` posts (the table is in docs/protocols.md):
+    5 and 6 send messages made of `parts` with no `content` (`ai-sdk`, the UI message stream);
+    4.1.20 and later send a string `content` beside `parts`, and 4.1 the chat's `id` beside
+    `messages` (`ai-sdk-data`, the data stream). 3.x and 4.0 post `{messages: [{role, content}]}`,
+    which is the reference client's body too: that stays `json`, and such a client names its
+    protocol in the URL. The text stream has no body of its own: only `?protocol=text` asks for it.
+    """
+    if named:
+        if named not in PROTOCOLS:
+            raise BadChatRequest(400, f"protocol must be one of {', '.join(PROTOCOLS)}.")
+        return named
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-        return False
-    return any(isinstance(m, dict) and isinstance(m.get("parts"), list) for m in body["messages"])
+        return "json"
+    with_parts = [m for m in body["messages"] if isinstance(m, dict) and isinstance(m.get("parts"), list)]
+    if any(not isinstance(m.get("content"), str) for m in with_parts):
+        return "ai-sdk"
+    if with_parts or isinstance(body.get("id"), str):
+        return "ai-sdk-data"
+    return "json"
 
 
 class PartsError(BadChatRequest):
@@ -54,8 +70,8 @@ def to_plain_request(body):
         return body
     plain = []
     for position, message in enumerate(body["messages"]):
-        if not isinstance(message, dict) or "parts" not in message:
-            plain.append(message)
+        if not isinstance(message, dict) or "parts" not in message or isinstance(message.get("content"), str):
+            plain.append(message)  # AI SDK 4 sends both: its content is the message's text
             continue
         parts = message["parts"]
         if not isinstance(parts, list):

@@ -3,19 +3,23 @@
 A stateless generation (nothing stored) with one listener. By default it
 encodes `data: {"content": …}` events and a final `data: [DONE]`, so existing
 clients of the reference (a `fetch` reader splitting on `data: `) work
-unchanged. A request from the AI SDK (`messages[].parts`, or `?protocol=ai-sdk`)
-is answered in its UI message stream protocol instead (see `aisdk.py`).
+unchanged. A request from the AI SDK is answered in the protocol its version
+reads: the UI message stream (5+, `aisdk.py`), the data stream (3.x/4.x), or
+plain text (`aisdk_data.py`); `aisdk.protocol_for` says which.
 """
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, current_app, request
 
-from . import aisdk, answers, limits, open_streams, sse
+from . import aisdk, aisdk_data, answers, limits, open_streams, sse
 from .chat_requests import chat_request, check_size, json_body
 from .listen import ApiEvents, sse_stream
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+bp.record_once(lambda state: logging.getLogger("gunicorn.error").addFilter(aisdk_data.QuietStreamCuts()))
 
 
 @bp.post("/chat")
@@ -25,13 +29,24 @@ def chat():
     app = current_app.extensions["trickle"]
     body = json_body()
     check_size(body, app.settings)  # before anything walks the messages
-    ai_sdk = aisdk.is_ai_sdk_request(body, request.args.get("protocol", ""))
-    messages, model = chat_request(aisdk.to_plain_request(body) if ai_sdk else body, app.settings)
+    protocol = aisdk.protocol_for(body, request.args.get("protocol", ""))
+    messages, model = chat_request(body if protocol == "json" else aisdk.to_plain_request(body), app.settings)
     open_streams.refuse_if_full()  # before an answer starts that nobody could read
     generation = answers.answer_unstored(messages, model)
-    encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents()
+    response = _response(protocol, generation, app.settings)
+    response.response = open_streams.held(response.response)  # counted open until the server closes it
+    return response
+
+
+def _response(protocol: str, generation, settings) -> Response:
+    """The answer in the protocol the request speaks."""
+    if protocol == "ai-sdk-data":
+        return aisdk_data.data_stream_response(generation, settings)
+    if protocol == "text":
+        return aisdk_data.text_stream_response(generation, settings)
+    ui_stream = protocol == "ai-sdk"
+    encoder = aisdk.UIMessageStreamEvents(generation.key) if ui_stream else ApiEvents()
     stream = sse_stream(
-        generation, 0, encoder, flush_interval=app.settings.flush_interval, ping_interval=app.settings.ping_interval
+        generation, 0, encoder, flush_interval=settings.flush_interval, ping_interval=settings.ping_interval
     )
-    headers = {**sse.HEADERS, **aisdk.HEADERS} if ai_sdk else sse.HEADERS
-    return Response(open_streams.held(stream), headers=headers)
+    return Response(stream, headers={**sse.HEADERS, **aisdk.HEADERS} if ui_stream else sse.HEADERS)

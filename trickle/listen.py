@@ -3,8 +3,8 @@
 One loop (`follow`) replays from a cursor, then follows live, batching what
 arrived since the last write into one `Update`; an `Encoder` turns those events
 into a protocol's wire events (the page's HTML fragments, the JSON events of
-`/api/chat`, `/ws` messages, the AI SDK's parts). One engine, several encoders;
-`sse_stream` makes the bytes of the SSE ones.
+`/api/chat`, `/ws` messages, the AI SDK's parts and lines). One engine, several
+encoders; `byte_stream` makes a response body of them (`sse_stream` for the SSE ones).
 """
 
 from __future__ import annotations
@@ -128,6 +128,16 @@ def follow(followed: Followed, cursor: int, *, flush_interval: float, ping_inter
         followed.detach()
 
 
+def until_begun(followed: Followed, ping_interval: float) -> None:
+    """Wait (without attaching) until `followed` has text or has ended: for a response that
+    decides its status by how the answer begins."""
+    while True:
+        wakeup = followed.wakeup
+        if followed.length or followed.finished:
+            return
+        wakeup.wait(ping_interval)
+
+
 class Encoder:
     """Turns the events of `follow()` into one protocol's wire events, each one string."""
 
@@ -160,18 +170,34 @@ class Encoder:
         return []
 
 
-def sse_stream(
-    followed: Followed, cursor: int, encoder: Encoder, *, flush_interval: float, ping_interval: float
+def byte_stream(
+    followed: Followed,
+    cursor: int,
+    encoder: Encoder,
+    *,
+    keepalive: bytes,
+    flush_interval: float,
+    ping_interval: float,
 ) -> Iterator[bytes]:
-    """An SSE response body: one write per event of `follow()`; a comment for a ping, and for a start
-    with nothing to say (headers and a first byte go out at once)."""
+    """A response body: one write per event of `follow()`; `keepalive` (what the protocol's clients
+    skip) for a ping, and for a start with nothing to say (headers and a first byte go out at once).
+    A protocol with nothing its clients would skip passes b"" and writes nothing then."""
     with closing(follow(followed, cursor, flush_interval=flush_interval, ping_interval=ping_interval)) as events:
         for event in events:
             body = "".join(encoder.encode(event))
             if body:
                 yield body.encode()
-            elif not isinstance(event, Update):
-                yield sse.PING
+            elif keepalive and not isinstance(event, Update):
+                yield keepalive
+
+
+def sse_stream(
+    followed: Followed, cursor: int, encoder: Encoder, *, flush_interval: float, ping_interval: float
+) -> Iterator[bytes]:
+    """An SSE response body: a comment is its keep-alive."""
+    return byte_stream(
+        followed, cursor, encoder, keepalive=sse.PING, flush_interval=flush_interval, ping_interval=ping_interval
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,13 @@
 //   node aisdk_chat.mjs stream <api-url> '"prompt"'
 //     `DefaultChatTransport.sendMessages` alone: the parsed, schema-validated chunks, and
 //     the message `readUIMessageStream` builds from them.
-import { AbstractChat, DefaultChatTransport, readUIMessageStream } from 'ai';
+//
+// AI_PACKAGE names the package to drive ("ai", the default, is 6; "ai5" is 5, an npm alias), and
+// AI_TRANSPORT=text makes the chats use `TextStreamChatTransport` instead of the default one.
+const { AbstractChat, DefaultChatTransport, TextStreamChatTransport, readUIMessageStream } = await import(
+  process.env.AI_PACKAGE || 'ai'
+);
+const Transport = process.env.AI_TRANSPORT === 'text' ? TextStreamChatTransport : DefaultChatTransport;
 
 class PlainChatState {
   constructor() {
@@ -43,7 +49,7 @@ async function chat(api, prompts) {
   const errors = [];
   const finished = [];
   const chat = new Chat({
-    transport: new DefaultChatTransport({ api }),
+    transport: new Transport({ api }),
     onError: error => errors.push(String(error?.message ?? error)),
     onFinish: ({ message }) => finished.push(message.id),
   });
@@ -61,7 +67,7 @@ async function chat(api, prompts) {
 }
 
 async function stop(api, prompt) {
-  const chat = new Chat({ transport: new DefaultChatTransport({ api }) });
+  const chat = new Chat({ transport: new Transport({ api }) });
   const sent = chat.sendMessage({ text: prompt });
   const answer = () => (chat.messages.length > 1 ? textOf(chat.messages[chat.messages.length - 1]) : '');
   for (let i = 0; i < 3000 && !answer(); i++) await new Promise(resolve => setTimeout(resolve, 10));
