@@ -82,6 +82,9 @@ class Settings:
     local_max_concurrent: int
     local_threads: int
     temperature: float
+    local_parallel: int  # answers the local model writes at once, per worker (its slots)
+    local_context: int  # tokens of context each of those answers has (prompt and answer)
+    local_max_tokens: int | None  # the longest local answer; None: MAX_TOKENS, else 512
 
 
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
@@ -289,4 +292,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_max_concurrent=read_integer(env, "LOCAL_MAX_CONCURRENT", 1, minimum=1),
         local_threads=read_integer(env, "LOCAL_THREADS", min(os.cpu_count() or 2, 4), minimum=1),
         temperature=_number(env, "TEMPERATURE", 0.7),
+        local_parallel=read_integer(env, "LOCAL_PARALLEL", 2, minimum=1),
+        local_context=read_integer(env, "LOCAL_CONTEXT", 4096, minimum=256),
+        local_max_tokens=read_integer(env, "LOCAL_MAX_TOKENS", None, minimum=1),
     )
