@@ -253,3 +253,16 @@ def test_a_provider_that_refuses_the_key_is_shown_before_anyone_types():
             assert problem and "refused the API key" in problem.group(1) and "OPENAI_API_KEY" in problem.group(1)
         finally:
             server.stop()
+
+
+def test_a_long_conversation_is_cut_to_the_context_oldest_turns_first():
+    from trickle.local import LocalModel
+
+    model = LocalModel.__new__(LocalModel)  # no server needed: this is arithmetic on the messages
+    model.context, model.max_tokens = 1000, 200  # room for 2400 characters
+    system = {"role": "system", "content": "Be brief."}
+    turns = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"{n} " + "x" * 500} for n in range(9)]
+    kept = model.fitting([system, *turns])
+    assert kept[0] == system and kept[-1] == turns[-1]
+    assert kept[1:] == turns[-4:]  # 9 + 4 * 502 characters fit; a fifth turn would not
+    assert model.fitting([{"role": "user", "content": "y" * 10000}]) == [{"role": "user", "content": "y" * 10000}]

@@ -186,9 +186,20 @@ class LocalModel:
             yield Notice(None)
             yield from self._generate(server, messages)
 
+    def fitting(self, messages: list[dict]) -> list[dict]:
+        """The conversation cut to what one slot's context holds beside the answer: the oldest turns go
+        first (a system prompt and the question stay). Counted generously, at three characters a token."""
+        room = (self.context - self.max_tokens) * 3
+        system = [m for m in messages[:1] if m.get("role") == "system"]
+        turns = messages[len(system) :]
+        size = sum(len(str(m.get("content", ""))) for m in messages)
+        while len(turns) > 1 and size > room:
+            size -= len(str(turns.pop(0).get("content", "")))
+        return system + turns
+
     def _generate(self, server, messages: list[dict]) -> Iterator[Delta]:
         answer = _Answer()
-        request = self._request(messages, self.max_tokens, stream=True)
+        request = self._request(self.fitting(messages), self.max_tokens, stream=True)
 
         def produce():  # in a thread of the pool: blocks until the answer ends or is stopped
             try:
