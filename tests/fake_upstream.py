@@ -173,7 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self._path()
         models = self.up.models
-        if path == "/v1/models":
+        if path == "/v1/models" and self.up.models_status != 200:  # e.g. 401: a key it refuses
+            self._send_json(self.up.models_status, _error_body("Incorrect API key provided.", "invalid_request_error"))
+        elif path == "/v1/models":
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]
             self._send_json(200, {"object": "list", "data": data})
         elif path.startswith("/v1/models/") and path[len("/v1/models/") :] in models:
@@ -463,6 +465,7 @@ class FakeUpstream:
         self._initial_default = default or Script()
         self.default: Script = self._initial_default
         self.models: list[str] = list(models) if models is not None else list(DEFAULT_MODELS)
+        self.models_status = 200  # what GET /v1/models answers (reset() restores 200)
         self.requests: list[dict] = []
         self.streams: list[StreamRecord] = []
         self._queue: deque[list[Any]] = deque()  # [script, remaining uses]
@@ -544,6 +547,7 @@ class FakeUpstream:
             self.requests.clear()
             self.streams.clear()
             self.default = self._initial_default
+            self.models_status = 200
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
         """Poll predicate every 10 ms; True as soon as it holds, False on timeout."""

@@ -18,7 +18,8 @@ from . import (
     logs,
     sharing_store,  # noqa: F401  (its table joins storage.metadata, which the migrations match)
 )
-from .providers import DemoModel, OpenAICompatible, make_provider
+from .provider_choice import choose_provider
+from .providers import Provider
 from .registry import Registry
 from .settings import Settings, load_settings
 from .titles import Titles
@@ -32,7 +33,7 @@ class Trickle:
 
     settings: Settings
     engine: object
-    provider: OpenAICompatible | DemoModel
+    provider: Provider
     registry: Registry
     titles: Titles
     _models: tuple[float, list[str]] = field(default=(0.0, []))
@@ -89,7 +90,8 @@ def create_app(env: dict | None = None) -> Flask:
     engine = database.make_engine(database_url, env)
     database.migrate(engine)  # idempotent and locked: a no-op once `init-db` (the release phase) ran them
 
-    provider = make_provider(settings)
+    provider = choose_provider(settings)
+    app.jinja_env.globals["provider"] = provider  # the header's banner: what answers, and what is wrong with it
     if not settings.chat_model_set:  # a probed Ollama or the local model brings its own default
         settings = dataclasses.replace(settings, chat_model=provider.default_model)
     bus = None

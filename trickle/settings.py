@@ -81,8 +81,10 @@ class Settings:
     model_prices: tuple[tuple[str, float, float], ...]  # (model, USD per 1M input, per 1M output)
     forced_provider: str | None  # CHAT_PROVIDER when it names ollama, local or demo
     local_model_path: str | None  # a .gguf file; None: the bundled SmolLM2
-    local_max_concurrent: int
     local_threads: int
+    local_parallel: int  # answers the local model writes at once, per worker (its slots)
+    local_context: int  # tokens of context each of those answers has (prompt and answer)
+    local_max_tokens: int | None  # the longest local answer; None: MAX_TOKENS, else 512
     temperature: float
     log_level: str  # debug, info, warning, error or critical (lower case, as gunicorn spells them)
     sharing: bool  # owners may make read-only links to a snapshot of a conversation
@@ -231,9 +233,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TEMPERATURE", "temperature", number(0), "0.7", "sampling temperature sent upstream"),
     Setting("MAX_TOKENS", "max_tokens", whole(1), None, "max_tokens sent upstream"),
     Setting("LOCAL_MODEL_PATH", "local_model_path", existing_file, None, "a .gguf file for the local model"),
-    Setting("LOCAL_MAX_CONCURRENT", "local_max_concurrent", whole(1), "1", "local answers at once per worker"),
-    Setting("LOCAL_THREADS", "local_threads", whole(1), lambda env: str(min(os.cpu_count() or 2, 4)),
-            "CPU threads of the local model (default: the cores, at most 4)"),
+    # Half the cores: llama.cpp's threads wait for each other, so one that the event loop (or anything else)
+    # preempts stalls them all (measured on 2 cores: 1 thread 64-84 tokens/s, 2 threads 6 tokens/s).
+    Setting("LOCAL_THREADS", "local_threads", whole(1), lambda env: str(max(1, min((os.cpu_count() or 2) // 2, 4))),
+            "CPU threads of the local model (default: half the cores, at most 4)"),
+    Setting("LOCAL_PARALLEL", "local_parallel", whole(1), "2", "answers the local model writes at once per worker"),
+    Setting("LOCAL_CONTEXT", "local_context", whole(256), "4096", "tokens of context per local answer"),
+    Setting("LOCAL_MAX_TOKENS", "local_max_tokens", whole(1), None, "longest local answer (else MAX_TOKENS, else 512)"),
     Setting("DEMO_DELAY_MS", "demo_delay", number(0, scale=0.001), "25", "the demo model's pace"),
     # Storage
     Setting("DATABASE_URL", "database_url", text, None, "PostgreSQL (or SQLite) URL; unset, SQLite in instance/",

@@ -1,10 +1,10 @@
 """Conversation titles named by the model: one short request beside the first answer.
 
 A new conversation is titled from its first message at once. With a provider
-that can answer a short request on the side (`complete()`: the OpenAI-compatible
-ones, not the demo or the embedded local model, whose one slot belongs to the
-answer), the model is also asked for a few words that name the conversation,
-and the title changes when they come, unless the person renamed it meanwhile.
+worth a short request on the side (`names_titles`: the OpenAI-compatible ones,
+not the demo or the embedded local model, whose slots belong to the answers),
+the model is also asked for a few words that name the conversation, and the
+title changes when they come, unless the person renamed it meanwhile.
 A failure costs nothing: the first-message title stays.
 """
 
@@ -16,6 +16,8 @@ import re
 import gevent
 
 from . import storage
+from .providers import Provider
+from .settings import Settings
 
 log = logging.getLogger("trickle.titles")
 
@@ -43,14 +45,14 @@ def clean(reply: str) -> str | None:
     return first_line_title(line) or None
 
 
-def can_name(provider, settings) -> bool:
-    return settings.model_titles and callable(getattr(provider, "complete", None))
+def can_name(provider: Provider, settings: Settings) -> bool:
+    return settings.model_titles and provider.names_titles
 
 
 class Titles:
     """The titles being asked for in this worker, until the page that shows them live has them."""
 
-    def __init__(self, engine, provider, settings):
+    def __init__(self, engine, provider: Provider, settings: Settings):
         self.engine = engine
         self.provider = provider
         self.settings = settings
