@@ -6,25 +6,31 @@ import re
 import pytest
 
 from trickle import sse
+from trickle.provider_choice import configured_endpoint
 from trickle.providers import DemoModel
 from trickle.render import Splitter, render_markdown
 from trickle.settings import SettingsError, load_settings
 
 
-def test_no_configuration_means_the_demo_model():
+def endpoint_of(env: dict):
+    return configured_endpoint(load_settings(env))
+
+
+def test_no_configuration_names_no_endpoint_and_no_model():
     settings = load_settings({})
-    assert settings.endpoint is None
-    assert settings.chat_model == "demo" and settings.forced_provider is None
+    assert endpoint_of({}) is None
+    assert settings.chat_model is None and settings.forced_provider is None  # the provider's default comes in
 
 
 def test_provider_presets_from_their_own_variables():
-    assert load_settings({"OPENAI_API_KEY": "sk"}).endpoint.base_url == "https://api.openai.com/v1"
-    custom = load_settings({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1/"}).endpoint
+    assert endpoint_of({"OPENAI_API_KEY": "sk"}).base_url == "https://api.openai.com/v1"
+    custom = endpoint_of({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1/"})
     assert custom.base_url == "http://127.0.0.1:9/v1" and custom.name == "custom"
-    assert load_settings({"OPENROUTER_API_KEY": "k"}).endpoint.base_url == "https://openrouter.ai/api/v1"
-    ollama = load_settings({"OLLAMA_HOST": "http://127.0.0.1:11434"}).endpoint
+    assert endpoint_of({"OPENROUTER_API_KEY": "k"}).base_url == "https://openrouter.ai/api/v1"
+    ollama = endpoint_of({"OLLAMA_HOST": "http://127.0.0.1:11434"})
     assert ollama.base_url == "http://127.0.0.1:11434/v1"
-    assert load_settings({"CHAT_PROVIDER": "ollama"}).endpoint.base_url == "http://127.0.0.1:11434/v1"
+    assert endpoint_of({"CHAT_PROVIDER": "ollama"}).base_url == "http://127.0.0.1:11434/v1"
+    assert endpoint_of({"CHAT_PROVIDER": "demo", "OPENAI_API_KEY": "sk"}) is None
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def create_app(env: dict | None = None) -> Flask:
 
     provider = choose_provider(settings)
     app.jinja_env.globals["provider"] = provider  # the header's banner: what answers, and what is wrong with it
-    if not settings.chat_model_set:  # a probed Ollama or the local model brings its own default
+    if settings.chat_model is None:  # a probed Ollama or the local model brings its own default
         settings = dataclasses.replace(settings, chat_model=provider.default_model)
     bus = None
     if settings.redis_url:  # several instances: live answers and Stop travel through Redis

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import gevent
 import httpx2
 import openai
 
 from .providers import Delta, ProviderError, Usage, counted_usage
-from .settings import DEFAULT_MODELS, Endpoint, Settings
+from .settings import Settings
 
 CHECK_TIMEOUT_S = 3.0  # the start-up look at /models: a dead address must not hold a worker's start for long
 RECHECK_S = 60.0  # a problem shown on the page is looked at again this often (in the background)
@@ -63,6 +64,20 @@ def _provider_error(err: Exception, endpoint: Endpoint, model: str) -> ProviderE
     if isinstance(err, openai.APIConnectionError):
         return ProviderError(f"Could not reach {where} at {endpoint.base_url}.", retryable=True)
     return ProviderError(f"{where} failed: {err}")
+
+
+DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "openrouter": "openai/gpt-5.4-mini", "ollama": "llama3.2"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible provider, described as data (one client class serves them all)."""
+
+    name: str  # "openai", "openrouter", "ollama", "custom"
+    base_url: str
+    api_key: str = field(repr=False)
+    label: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class OpenAICompatible:

@@ -11,9 +11,36 @@ import socket
 from urllib.parse import urlparse
 
 from . import local
-from .openai_compatible import OpenAICompatible
+from .openai_compatible import Endpoint, OpenAICompatible
 from .providers import DemoModel, Provider
-from .settings import OLLAMA_DEFAULT_HOST, Endpoint, Settings, SettingsError
+from .settings import Settings, SettingsError
+
+OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+OPENROUTER_BASE = "https://openrouter.ai/api/v1"
+OLLAMA_DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+def configured_endpoint(settings: Settings) -> Endpoint | None:
+    """The endpoint the variables name: CHAT_PROVIDER, else the first one configured; None for none."""
+    choice = settings.forced_provider
+    if not choice:
+        if settings.openai_api_key or settings.openai_base_url:
+            choice = "openai"
+        elif settings.openrouter_api_key:
+            choice = "openrouter"
+        elif settings.ollama_host:
+            choice = "ollama"
+    if choice == "openai":
+        base = settings.openai_base_url or OPENAI_DEFAULT_BASE
+        label = "OpenAI" if base == OPENAI_DEFAULT_BASE else urlparse(base).netloc
+        name = "openai" if base == OPENAI_DEFAULT_BASE else "custom"
+        return Endpoint(name, base, settings.openai_api_key or "unused", label)
+    if choice == "openrouter":
+        headers = (("X-Title", settings.app_name),)
+        return Endpoint("openrouter", OPENROUTER_BASE, settings.openrouter_api_key, "OpenRouter", headers)
+    if choice == "ollama":
+        return ollama_endpoint(settings.ollama_host or OLLAMA_DEFAULT_HOST)
+    return None
 
 
 def ollama_endpoint(host: str) -> Endpoint:
@@ -35,7 +62,7 @@ def choose_provider(settings: Settings) -> Provider:
     """The provider that answers (see the module docstring); an OpenAI-compatible one is checked once,
     briefly, so that the page can say at once when it cannot be reached."""
     choice = settings.forced_provider
-    endpoint = settings.endpoint
+    endpoint = configured_endpoint(settings)
     if endpoint is None and choice is None and ollama_reachable(OLLAMA_DEFAULT_HOST):
         endpoint = ollama_endpoint(OLLAMA_DEFAULT_HOST)
     if endpoint is not None:

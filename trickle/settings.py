@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from urllib.parse import urlparse
 
 
@@ -20,21 +20,12 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """An OpenAI-compatible provider, described as data (one client class serves them all)."""
-
-    name: str  # "openai", "openrouter", "ollama", "custom"
-    base_url: str
-    api_key: str = field(repr=False)
-    label: str
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
 class Settings:
-    endpoint: Endpoint | None  # None: the built-in demo model answers
-    chat_model: str
-    chat_model_set: bool  # CHAT_MODEL was given (else the provider's default applies)
+    openai_api_key: str | None
+    openai_base_url: str | None
+    openrouter_api_key: str | None
+    ollama_host: str | None
+    chat_model: str | None  # CHAT_MODEL; create_app puts the provider's default in when it is unset
     chat_models: tuple[str, ...]
     database_url: str | None  # None: a SQLite file in the instance folder
     secret_key: str | None
@@ -218,14 +209,14 @@ def _on_heroku(env: Mapping[str, str]) -> bool:
 
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    # The model: which provider, which model (see _endpoint)
+    # The model: which provider (provider_choice.py decides), which model
     Setting("CHAT_PROVIDER", "forced_provider", choice("openai", "openrouter", "ollama", "local", "demo"), None,
             "force a provider instead of the first one configured"),
-    Setting("OPENAI_API_KEY", None, text, None, "an OpenAI (or OpenAI-compatible) key", secret=True),
-    Setting("OPENAI_BASE_URL", None, url, None, "an OpenAI-compatible server, e.g. http://host:port/v1"),
-    Setting("OPENROUTER_API_KEY", None, text, None, "use OpenRouter", secret=True),
-    Setting("OLLAMA_HOST", None, url, None, "use Ollama at this address (default http://127.0.0.1:11434)"),
-    Setting("CHAT_MODEL", None, text, None, "the model of new answers; unset, the provider's default"),
+    Setting("OPENAI_API_KEY", "openai_api_key", text, None, "an OpenAI (or OpenAI-compatible) key", secret=True),
+    Setting("OPENAI_BASE_URL", "openai_base_url", url, None, "an OpenAI-compatible server, e.g. http://host:port/v1"),
+    Setting("OPENROUTER_API_KEY", "openrouter_api_key", text, None, "use OpenRouter", secret=True),
+    Setting("OLLAMA_HOST", "ollama_host", url, None, "use Ollama at this address (default http://127.0.0.1:11434)"),
+    Setting("CHAT_MODEL", "chat_model", text, None, "the model of new answers; unset, the provider's default"),
     Setting("CHAT_MODELS", "chat_models", names(), "", "the models people can pick (else the provider's list)"),
     Setting("FALLBACK_MODELS", "fallback_models", names(), "", "models to try when the first keeps failing"),
     Setting("MODEL_TITLES", "model_titles", flag, "true", "a real provider names new conversations"),
@@ -338,50 +329,20 @@ def read_setting(env: Mapping[str, str], name: str):
         raise SettingsError(f"{name} {reason}, got {shown} ({setting.help})") from None
 
 
-OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
-OPENROUTER_BASE = "https://openrouter.ai/api/v1"
-OLLAMA_DEFAULT_HOST = "http://127.0.0.1:11434"
-DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "openrouter": "openai/gpt-5.4-mini", "ollama": "llama3.2"}
-
-
-def _endpoint(env: Mapping[str, str]) -> Endpoint | None:
-    """Pick the provider: an explicit CHAT_PROVIDER, else the first one configured, else the demo."""
-    choice = read_setting(env, "CHAT_PROVIDER")
-    openai_key = read_setting(env, "OPENAI_API_KEY")
-    openai_base = read_setting(env, "OPENAI_BASE_URL")
-    openrouter_key = read_setting(env, "OPENROUTER_API_KEY")
-    ollama_host = read_setting(env, "OLLAMA_HOST")
-    if not choice:
-        if openai_key or openai_base:
-            choice = "openai"
-        elif openrouter_key:
-            choice = "openrouter"
-        elif ollama_host:
-            choice = "ollama"
-        else:
-            choice = "demo"
-    if choice == "openai":
-        base = openai_base or OPENAI_DEFAULT_BASE
-        if not openai_key and base == OPENAI_DEFAULT_BASE:
-            raise SettingsError("OPENAI_API_KEY is required to use OpenAI (or set OPENAI_BASE_URL)")
-        label = "OpenAI" if base == OPENAI_DEFAULT_BASE else urlparse(base).netloc
-        return Endpoint("openai" if base == OPENAI_DEFAULT_BASE else "custom", base, openai_key or "unused", label)
-    if choice == "openrouter":
-        if not openrouter_key:
-            raise SettingsError("OPENROUTER_API_KEY is required when CHAT_PROVIDER=openrouter")
-        headers = (("X-Title", read_setting(env, "APP_NAME")),)
-        return Endpoint("openrouter", OPENROUTER_BASE, openrouter_key, "OpenRouter", headers)
-    if choice == "ollama":
-        host = ollama_host or OLLAMA_DEFAULT_HOST
-        return Endpoint("ollama", host + "/v1", "ollama", f"Ollama at {urlparse(host).netloc}")
-    return None
+def _check_provider(values: Mapping[str, object]) -> None:
+    """The provider variables agree with each other (which provider answers is provider_choice's call)."""
+    forced = values["CHAT_PROVIDER"]
+    if forced == "openai" and not values["OPENAI_API_KEY"] and not values["OPENAI_BASE_URL"]:
+        raise SettingsError("OPENAI_API_KEY is required to use OpenAI (or set OPENAI_BASE_URL)")
+    if forced == "openrouter" and not values["OPENROUTER_API_KEY"]:
+        raise SettingsError("OPENROUTER_API_KEY is required when CHAT_PROVIDER=openrouter")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check every declared setting; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
     values = {setting.name: read_setting(env, setting.name) for setting in SETTINGS}
-    endpoint = _endpoint(env)
+    _check_provider(values)
     production = values["APP_ENV"] == "production"
     if production and not values["SECRET_KEY"]:
         raise SettingsError(
@@ -389,11 +350,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "that keep each person's conversations private. Generate one with "
             "python -c 'import secrets; print(secrets.token_hex(32))'"
         )
-    default_model = DEFAULT_MODELS.get(endpoint.name, "default") if endpoint else "demo"
     return Settings(
-        endpoint=endpoint,
-        chat_model=values["CHAT_MODEL"] or default_model,
-        chat_model_set=values["CHAT_MODEL"] is not None,
         production=production,
         **{setting.attribute: values[setting.name] for setting in SETTINGS if setting.attribute},
     )
