@@ -166,7 +166,7 @@ def _greenlets() -> set:
     return {obj for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead}
 
 
-def settle(seconds: float = 0.0) -> None:
+def run_greenlets(seconds: float = 0.0) -> None:
     """Let the in-process app's greenlets (answers being written) run; `time.sleep` would freeze them."""
     gevent.sleep(seconds)
 
@@ -195,7 +195,7 @@ class InProcessApp:
     """The app built by `create_app` in this process, on its own SQLite file: no gunicorn, no socket.
 
     Its greenlets (an answer being written, the orphan sweep) run whenever the test yields to gevent:
-    reading a streamed body, `settle` or `wait_for`. `close` ends them, so none outlives its test.
+    reading a streamed body, `run_greenlets` or `wait_for`. `close` ends them, so none outlives its test.
     What the app logs is kept for `read_log`, as a server's log would be.
     """
 
