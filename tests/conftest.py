@@ -40,6 +40,7 @@ def client(server: AppServer) -> requests.Session:
     """A browser-like HTTP client: the owner cookie of a first visit, and the CSRF token that
     htmx sends in a header."""
     session = requests.Session()
+    server.sessions.append(session)
     page = session.get(server.url("/"), timeout=10)
     token = CSRF_META.search(page.text)
     assert token, page.text[:500]
@@ -94,6 +95,7 @@ class AppServer:
             **env,
         }
         self.process: subprocess.Popen | None = None
+        self.sessions: list[requests.Session] = []  # the clients made by `client`, closed by `stop`
 
     @property
     def base_url(self) -> str:
@@ -134,6 +136,8 @@ class AppServer:
         return [int(pid) for pid in out.split()]
 
     def stop(self, timeout: float = 15.0) -> None:
+        for session in self.sessions:
+            session.close()  # an idle keep-alive connection would hold up the graceful stop
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -162,7 +166,8 @@ class BrowserClient(FlaskClient):
         return super().open(*args, headers=headers, **kwargs)
 
 
-def _greenlets() -> set:
+def live_greenlets() -> set:
+    """Every greenlet not yet ended (spawned and waiting to run, or running)."""
     return {obj for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead}
 
 
@@ -213,11 +218,11 @@ class InProcessApp:
         self._logger.setLevel(logging.INFO)
         logging.getLogger().addHandler(self._handler)
         _forget_login_limits()
-        before = _greenlets()
+        before = live_greenlets()
         self.app = create_app(
             {"DATABASE_URL": self.database_url, "SECRET_KEY": secrets.token_hex(16), **TEST_ENV, **env}
         )
-        self._own = _greenlets() - before  # the sweeps create_app started: this app's for good
+        self._own = live_greenlets() - before  # the sweeps create_app started: this app's for good
         self.app.test_client_class = BrowserClient
 
     @property
