@@ -65,9 +65,9 @@ class Servers:
     def close(self) -> None:
         for session in self.sessions:
             session.close()  # idle keep-alive connections would hold up the graceful stop
-        for server in self.servers:  # all drain at once, then each is waited for
+        for server in self.servers:  # all stop at once (as `AppServer.stop` does), then each is waited for
             if server.process and server.process.poll() is None:
-                server.process.send_signal(signal.SIGTERM)
+                server.process.send_signal(signal.SIGQUIT)
         for server in self.servers:
             server.stop()
 
@@ -369,6 +369,9 @@ def test_a_conversation_is_its_owners_only_even_from_a_new_cookie(server):
     forged = stranger(server)
     forged.set_cookie("trickle_session", cookie_value(alice)[:-4] + "AAAA")
     assert forged.get(f"/c/{sent.conversation_id}").status_code == 404
+    copied = stranger(server)  # the control: her cookie itself, in another client, is her
+    copied.set_cookie("trickle_session", cookie_value(alice))
+    assert copied.get(f"/c/{sent.conversation_id}").status_code == 200
 
 
 # -- the session cookie ------------------------------------------------------------------------
