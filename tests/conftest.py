@@ -1,14 +1,20 @@
-"""Fixtures: a fake upstream on 127.0.0.1, the app under gunicorn with gevent workers, Chromium.
+"""Fixtures: a fake upstream on 127.0.0.1, the app in process or under gunicorn, Chromium.
 
-The app always runs as it does in production (the Procfile's gunicorn, real
-sockets), pointed at the fake upstream through OPENAI_BASE_URL; the test process
-scripts the upstream, drives HTTP or a browser, and reads the database.
+Where the server is the point (streaming over sockets, workers, restarts, the browser) the app
+runs as in production: the Procfile's gunicorn with gevent workers, pointed at the fake upstream
+through OPENAI_BASE_URL. Request/response tests (status codes, headers, CSRF, validation, error
+messages, HTML fragments) use the `app` and `client` fixtures instead, as in the Flask tutorial:
+the app built by `create_app` in this process on a temporary SQLite file, and Flask's test client.
 """
 
 from __future__ import annotations
 
+import gc
+import io
+import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -18,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import gevent
 import pytest
 import requests
+from flask.testing import FlaskClient
 
 from tests.fake_upstream import FakeUpstream, Script
 
@@ -32,11 +40,15 @@ def client(server: AppServer) -> requests.Session:
     """A browser-like HTTP client: the owner cookie of a first visit, and the CSRF token that
     htmx sends in a header."""
     session = requests.Session()
+    server.sessions.append(session)
     page = session.get(server.url("/"), timeout=10)
-    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+    token = CSRF_META.search(page.text)
     assert token, page.text[:500]
     session.headers["X-CSRF-Token"] = token.group(1)
     return session
+
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 
 
 def browser_session(page) -> requests.Session:
@@ -51,6 +63,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# What every test app gets unless a test says otherwise.
+TEST_ENV = {
+    # Every test client is 127.0.0.1: limits are tested on purpose, not hit by accident.
+    "RATE_LIMIT_PER_IP": "100000/minute",
+    "RATE_LIMIT_PER_OWNER": "100000/minute",
+    "MAX_CONCURRENT_PER_OWNER": "100",
+    # Every request the fake upstream counts is an answer's; test_titles.py asks for titles on purpose.
+    "MODEL_TITLES": "0",
+}
 
 
 class AppServer:
@@ -68,15 +91,11 @@ class AppServer:
             "DATABASE_URL": self.database_url,
             "PYTHONUNBUFFERED": "1",
             "GRACEFUL_TIMEOUT": "10",
-            # Every test client is 127.0.0.1: limits are tested on purpose, not hit by accident.
-            "RATE_LIMIT_PER_IP": "100000/minute",
-            "RATE_LIMIT_PER_OWNER": "100000/minute",
-            "MAX_CONCURRENT_PER_OWNER": "100",
-            # Every request the fake upstream counts is an answer's; test_titles.py asks for titles on purpose.
-            "MODEL_TITLES": "0",
+            **TEST_ENV,
             **env,
         }
         self.process: subprocess.Popen | None = None
+        self.sessions: list[requests.Session] = []  # the clients made by `client`, closed by `stop`
 
     @property
     def base_url(self) -> str:
@@ -117,8 +136,12 @@ class AppServer:
         return [int(pid) for pid in out.split()]
 
     def stop(self, timeout: float = 15.0) -> None:
+        """End the server after its tests: gunicorn's quick shutdown (SIGQUIT), where each worker still
+        saves its answers as it exits. The graceful drain on SIGTERM is tested on purpose (test_restarts)."""
+        for session in self.sessions:
+            session.close()
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGQUIT)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -131,6 +154,139 @@ class AppServer:
         from trickle import database
 
         return database.make_engine(self.database_url)
+
+
+class BrowserClient(FlaskClient):
+    """Flask's test client as a browser holds it after its first visit: the owner cookie in its jar, and
+    the page's CSRF token, sent in htmx's header with every request (a test may set it to None)."""
+
+    csrf_token: str | None = None
+
+    def open(self, *args, headers=None, **kwargs):
+        if self.csrf_token is not None and args and isinstance(args[0], str):
+            headers = {"X-CSRF-Token": self.csrf_token, **dict(headers or {})}
+        return super().open(*args, headers=headers, **kwargs)
+
+
+def live_greenlets() -> set:
+    """Every greenlet not yet ended (spawned and waiting to run, or running)."""
+    return {obj for obj in gc.get_objects() if isinstance(obj, gevent.Greenlet) and not obj.dead}
+
+
+def run_greenlets(seconds: float = 0.0) -> None:
+    """Let the in-process app's greenlets (answers being written) run; `time.sleep` would freeze them."""
+    gevent.sleep(seconds)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll `predicate` until it is true or `timeout` passes, letting greenlets run; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        gevent.sleep(interval)
+
+
+def _forget_login_limits() -> None:
+    """flask-limiter's one `limiter` keeps the login limit of every app built in this process, under the
+    view's name, and applies them all; gunicorn builds one app per process: here too each app has its own."""
+    from trickle import limits
+
+    decorated = limits.limiter.limit_manager._decorated_limits
+    for route in [route for route in decorated if route.endswith(".login")]:
+        del decorated[route]
+
+
+class InProcessApp:
+    """The app built by `create_app` in this process, on its own SQLite file: no gunicorn, no socket.
+
+    Its greenlets (an answer being written, the orphan sweep) run whenever the test yields to gevent:
+    reading a streamed body, `run_greenlets` or `wait_for`. `close` ends them, so none outlives its test.
+    What the app logs is kept for `read_log`, as a server's log would be.
+    """
+
+    def __init__(self, env: dict[str, str]):
+        from trickle import create_app
+
+        self.tmp = tempfile.mkdtemp(prefix="trickle-app-")
+        self.database_url = f"sqlite:///{self.tmp}/trickle.db"
+        self._log = io.StringIO()
+        self._handler = logging.StreamHandler(self._log)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._handler.setLevel(logging.INFO)
+        self._logger = logging.getLogger("trickle")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.INFO)
+        logging.getLogger().addHandler(self._handler)
+        _forget_login_limits()
+        before = live_greenlets()
+        self.app = create_app(
+            {"DATABASE_URL": self.database_url, "SECRET_KEY": secrets.token_hex(16), **TEST_ENV, **env}
+        )
+        self._own = live_greenlets() - before  # the sweeps create_app started: this app's for good
+        self.app.test_client_class = BrowserClient
+
+    @property
+    def trickle(self):
+        return self.app.extensions["trickle"]
+
+    def engine(self):
+        return self.trickle.engine
+
+    def client(self) -> BrowserClient:
+        """A new person: the owner cookie of a first visit and the page's CSRF token."""
+        browser = self.app.test_client()
+        page = browser.get("/")
+        token = CSRF_META.search(page.text)
+        assert token, page.text[:500]
+        browser.csrf_token = token.group(1)
+        return browser
+
+    def read_log(self) -> str:
+        return self._log.getvalue()
+
+    def close(self) -> None:
+        registry = self.trickle.registry
+        registry.drain(0)  # answers still being written end (interrupted) and are saved
+        loops = [getattr(registry, name, None) for name in ("_monitor", "_publisher", "_reader")]
+        gevent.killall([g for g in [*self._own, *loops] if g is not None and not g.dead], timeout=5)
+        self.trickle.engine.dispose()
+        logging.getLogger().removeHandler(self._handler)
+        self._logger.setLevel(self._level)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def upstream_env(upstream) -> dict[str, str]:
+    """The settings that point an app at the fake upstream."""
+    return {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "test-key", "CHAT_MODEL": "fake-model"}
+
+
+@pytest.fixture
+def make_app(upstream):
+    """Build in-process apps with extra settings (on the fake upstream); all are closed after the test."""
+    apps: list[InProcessApp] = []
+
+    def build(**env: str) -> InProcessApp:
+        built = InProcessApp({**upstream_env(upstream), **{k: str(v) for k, v in env.items()}})
+        apps.append(built)
+        return built
+
+    yield build
+    for built in reversed(apps):
+        built.close()
+
+
+@pytest.fixture
+def app(make_app) -> InProcessApp:
+    """The app in process on the fake upstream, with the test settings."""
+    return make_app()
+
+
+@pytest.fixture(name="client")
+def browser_client(app) -> BrowserClient:
+    """Flask's test client with a person's owner cookie and CSRF token (`client(server)` is its HTTP twin)."""
+    return app.client()
 
 
 @pytest.fixture(scope="session")

@@ -5,21 +5,7 @@ import json
 import requests
 
 from tests.fake_upstream import Script
-
-
-def read_api_stream(response) -> tuple[str, list[str]]:
-    """Parse the way the reference's browser client does: split on `data: ` lines."""
-    text, raw = "", []
-    for line in response.iter_lines(decode_unicode=True):
-        if not line.startswith("data: "):
-            continue
-        data = line[6:]
-        raw.append(data)
-        if data == "[DONE]":
-            break
-        payload = json.loads(data)
-        text += payload.get("content", "")
-    return text, raw
+from tests.sse import read_api_stream
 
 
 def test_every_character_arrives_in_order_then_done(shared_server, upstream):

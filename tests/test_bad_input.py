@@ -4,11 +4,15 @@ elsewhere), no traceback, nothing written to the database and nothing sent to th
 fuzzers then throw random JSON at /api/chat and over /ws (the same generators), random form fields at
 /messages, and random ids, fields, queries and headers at every page endpoint, and expect no 5xx ever
 (on /ws: an error message, never a closed socket).
+
+The app runs in process (Flask's test client); bodies without a Content-Length go to gunicorn, whose
+reading of a chunked body is the point there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -20,16 +24,21 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests import sse
+from tests.conftest import AppServer, InProcessApp, run_greenlets
 from tests.fake_upstream import Script
 from tests.test_security import (
     HX,
+    Apps,
     Servers,
     _registry,
     assert_readable,
     counts,
     exchange,
+    json_body,
     owner,
     rows,
+    stranger,
     wait_ended,
 )
 from tests.test_ws import connect, receive
@@ -43,6 +52,14 @@ HUGE = "9" * 30  # an id no database integer holds
 
 @pytest.fixture(scope="module")
 def server(upstream):
+    built = Apps(upstream)
+    yield built.start(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, MAX_INPUT_CHARS=MAX_INPUT_CHARS)
+    built.close()
+
+
+@pytest.fixture(scope="module")
+def served(upstream):
+    """The same settings under gunicorn, for bodies sent without a Content-Length."""
     started = Servers(upstream)
     _registry.append(started)
     yield started.start(
@@ -65,14 +82,27 @@ def everything(server) -> tuple:
     return rows(server, "SELECT * FROM conversations ORDER BY id"), rows(server, "SELECT * FROM messages ORDER BY id")
 
 
+def live_generations(server: AppServer | InProcessApp) -> int:
+    if isinstance(server, AppServer):
+        return requests.get(server.url("/healthz"), timeout=10).json()["live_generations"]
+    return stranger(server).get("/healthz").json["live_generations"]
+
+
+def pause(server: AppServer | InProcessApp, seconds: float) -> None:
+    """Let time pass for the server: in process, its greenlets run meanwhile."""
+    if isinstance(server, AppServer):
+        time.sleep(seconds)
+    else:
+        run_greenlets(seconds)
+
+
 def settle(server, timeout: float = 10.0) -> None:
     """Wait until no answer is being written (an earlier test's answer must not count against this one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         first = counts(server)
-        time.sleep(0.1)
-        idle = requests.get(server.url("/healthz"), timeout=10).json()["live_generations"] == 0
-        if idle and counts(server) == first:
+        pause(server, 0.1 if isinstance(server, AppServer) else 0)  # in process: ready greenlets run
+        if live_generations(server) == 0 and counts(server) == first:
             return
     pytest.fail(f"answers still being written after {timeout} s")
 
@@ -84,7 +114,7 @@ def changes_nothing(server, upstream):
     before, sent, log = counts(server), len(upstream.requests), len(server.read_log())
     snapshot = everything(server)
     yield
-    time.sleep(0.05)
+    pause(server, 0.05)
     assert counts(server) == before
     assert everything(server) == snapshot
     assert len(upstream.requests) == sent, "a bad request reached the provider"
@@ -92,11 +122,11 @@ def changes_nothing(server, upstream):
     assert "Traceback" not in new_log and "unhandled error" not in new_log, new_log[-3000:]
 
 
-def assert_json_error(response: requests.Response, status: int | tuple[int, ...], *phrases: str) -> str:
+def assert_json_error(response, status: int | tuple[int, ...], *phrases: str) -> str:
     statuses = (status,) if isinstance(status, int) else status
     assert response.status_code in statuses, (response.status_code, response.text[:300])
     assert response.headers["Content-Type"].startswith("application/json"), response.headers["Content-Type"]
-    message = response.json()["error"]
+    message = json_body(response)["error"]
     assert isinstance(message, str) and len(message) > 10 and " " in message, message
     for phrase in phrases:
         assert phrase in message, (phrase, message)
@@ -104,7 +134,7 @@ def assert_json_error(response: requests.Response, status: int | tuple[int, ...]
     return message
 
 
-def assert_fragment(response: requests.Response, status: int) -> str:
+def assert_fragment(response, status: int) -> str:
     """An htmx error: the status, a fragment (not a page) aimed at the composer's error line."""
     message = assert_readable(response, status)
     assert "<html" not in response.text
@@ -157,7 +187,7 @@ BAD_JSON = {
 @pytest.mark.parametrize("body", BAD_JSON.values(), ids=BAD_JSON.keys())
 def test_a_malformed_chat_request_is_a_400_with_a_json_error(server, upstream, body):
     with changes_nothing(server, upstream):
-        response = requests.post(server.url("/api/chat"), data=body, headers=JSON, timeout=10)
+        response = stranger(server).post("/api/chat", data=body, headers=JSON)
         assert_json_error(response, 400)
 
 
@@ -166,14 +196,14 @@ def test_a_json_body_without_the_json_content_type_is_a_400(server, upstream):
     with changes_nothing(server, upstream):
         for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
             headers = {"Content-Type": content_type} if content_type else {}
-            response = requests.post(server.url("/api/chat"), data=body.encode(), headers=headers, timeout=10)
+            response = stranger(server).post("/api/chat", data=body.encode(), headers=headers)
             assert_json_error(response, 400, "JSON")
 
 
 def test_an_unknown_protocol_is_a_400_naming_the_choices(server, upstream):
     with changes_nothing(server, upstream):
-        response = requests.post(
-            server.url("/api/chat?protocol=grpc"), timeout=10, json={"messages": [{"role": "user", "content": "hi"}]}
+        response = stranger(server).post(
+            "/api/chat?protocol=grpc", json={"messages": [{"role": "user", "content": "hi"}]}
         )
         assert_json_error(response, 400, "ai-sdk")
 
@@ -181,14 +211,12 @@ def test_an_unknown_protocol_is_a_400_naming_the_choices(server, upstream):
 def test_api_text_that_is_not_valid_unicode_is_a_400(server, upstream):
     """JSON can spell a lone surrogate (\\ud800), which no UTF-8 text (and no provider) can carry."""
     with changes_nothing(server, upstream):
-        response = requests.post(
-            server.url("/api/chat"),
+        response = stranger(server).post(
+            "/api/chat",
             headers=JSON,
-            timeout=10,
-            stream=True,
             data=b'{"messages": [{"role": "user", "content": "half a pair: \\ud800"}]}',
         )
-        body = response.content.decode(errors="replace")
+        body = response.get_data().decode(errors="replace")
         assert response.status_code == 400, f"{response.status_code}: {body[:300]}"
         assert_json_error(response, 400)
 
@@ -196,13 +224,11 @@ def test_api_text_that_is_not_valid_unicode_is_a_400(server, upstream):
 def test_an_oversize_chat_request_is_a_413(server, upstream):
     with changes_nothing(server, upstream):
         content = "x" * (MAX_CONTENT_LENGTH + 100)
-        response = requests.post(
-            server.url("/api/chat"), json={"messages": [{"role": "user", "content": content}]}, timeout=10
-        )
+        response = stranger(server).post("/api/chat", json={"messages": [{"role": "user", "content": content}]})
         assert_json_error(response, 413)
         # Under the byte limit but over MAX_INPUT_CHARS (four times, for a whole conversation).
         messages = [{"role": "user", "content": "y" * 300} for _ in range(3)]
-        response = requests.post(server.url("/api/chat"), json={"messages": messages}, timeout=10)
+        response = stranger(server).post("/api/chat", json={"messages": messages})
         assert_json_error(response, 413, "MAX_INPUT_CHARS")
 
 
@@ -212,17 +238,17 @@ def chunked(body: bytes, size: int = 1000):
         yield body[start : start + size]
 
 
-def test_an_oversize_chunked_chat_request_is_a_413(server, upstream):
+def test_an_oversize_chunked_chat_request_is_a_413(served, upstream):
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "padding": "p" * MAX_CONTENT_LENGTH}).encode()
-    with changes_nothing(server, upstream):
-        response = requests.post(server.url("/api/chat"), data=chunked(body), headers=JSON, timeout=10)
+    with changes_nothing(served, upstream):
+        response = requests.post(served.url("/api/chat"), data=chunked(body), headers=JSON, timeout=10)
         assert_json_error(response, 413)
 
 
 def test_unknown_api_urls_and_methods_get_json_errors(server, upstream):
     with changes_nothing(server, upstream):
-        assert_json_error(requests.get(server.url("/api/chat"), timeout=10), 405)
-        assert_json_error(requests.post(server.url("/api/nothing-here"), json={}, timeout=10), 404)
+        assert_json_error(stranger(server).get("/api/chat"), 405)
+        assert_json_error(stranger(server).post("/api/nothing-here", json={}), 404)
 
 
 # -- /messages and the other forms -------------------------------------------------------------------
@@ -237,9 +263,9 @@ def test_a_message_without_content_is_a_400(server, upstream, person):
             {"text": "wrong field"},
             {"conversation_id": str(person.conversation_id)},
         ):
-            response = person.post(server.url("/messages"), data=data, headers=HX, timeout=10)
+            response = person.post("/messages", data=data, headers=HX)
             assert "message" in assert_fragment(response, 400).lower()
-            response = person.post(server.url("/messages"), data=data, allow_redirects=False, timeout=10)
+            response = person.post("/messages", data=data)
             assert_readable(response, 400)
             assert "<html" in response.text  # without JavaScript: a whole page saying it
 
@@ -247,44 +273,33 @@ def test_a_message_without_content_is_a_400(server, upstream, person):
 @pytest.mark.parametrize("conversation_id", ["abc", "1.5", "1e3", "0x10", "[]", "one"])
 def test_a_conversation_id_that_is_not_a_number_is_a_400(server, upstream, person, conversation_id):
     with changes_nothing(server, upstream):
-        response = person.post(
-            server.url("/messages"), data={"content": "hi", "conversation_id": conversation_id}, headers=HX, timeout=10
-        )
+        response = person.post("/messages", data={"content": "hi", "conversation_id": conversation_id}, headers=HX)
         assert_fragment(response, 400)
 
 
 @pytest.mark.parametrize("conversation_id, statuses", [("999999", (404,)), (HUGE, (404,)), ("-1", (400, 404))])
 def test_an_unknown_conversation_id_is_a_404(server, upstream, person, conversation_id, statuses):
     with changes_nothing(server, upstream):
-        response = person.post(
-            server.url("/messages"), data={"content": "hi", "conversation_id": conversation_id}, headers=HX, timeout=10
-        )
+        response = person.post("/messages", data={"content": "hi", "conversation_id": conversation_id}, headers=HX)
         assert response.status_code in statuses, (response.status_code, response.text[:300])
         assert_fragment(response, response.status_code)
 
 
 def test_an_unknown_model_is_a_400_naming_it(server, upstream, person):
     with changes_nothing(server, upstream):
-        response = person.post(
-            server.url("/messages"), data={"content": "hi", "model": "gpt-9-ultra"}, headers=HX, timeout=10
-        )
+        response = person.post("/messages", data={"content": "hi", "model": "gpt-9-ultra"}, headers=HX)
         assert "gpt-9-ultra" in assert_fragment(response, 400)
-        response = person.post(
-            server.url(f"/c/{person.conversation_id}/options"), data={"model": "gpt-9-ultra"}, headers=HX, timeout=10
-        )
+        response = person.post(f"/c/{person.conversation_id}/options", data={"model": "gpt-9-ultra"}, headers=HX)
         assert "gpt-9-ultra" in assert_fragment(response, 400)
 
 
 def test_a_message_over_max_input_chars_is_a_413(server, upstream, person):
     with changes_nothing(server, upstream):
-        response = person.post(
-            server.url("/messages"), data={"content": "x" * (MAX_INPUT_CHARS + 1)}, headers=HX, timeout=10
-        )
+        response = person.post("/messages", data={"content": "x" * (MAX_INPUT_CHARS + 1)}, headers=HX)
         assert str(MAX_INPUT_CHARS) in assert_fragment(response, 413)
         response = person.post(
-            server.url(f"/c/{person.conversation_id}/options"),
+            f"/c/{person.conversation_id}/options",
             headers=HX,
-            timeout=10,
             data={"system_prompt": "s" * (MAX_INPUT_CHARS + 1)},
         )
         assert_fragment(response, 413)
@@ -294,27 +309,25 @@ def test_an_oversize_form_is_a_413(server, upstream, person):
     with changes_nothing(server, upstream):
         for headers in (HX, {}):
             response = person.post(
-                server.url("/messages"),
+                "/messages",
                 data={"content": "x" * (MAX_CONTENT_LENGTH + 1)},
                 headers=headers,
-                allow_redirects=False,
-                timeout=10,
             )
             assert_readable(response, 413)
         response = person.post(
-            server.url("/messages"),
+            "/messages",
             headers=HX,
-            timeout=10,
-            files={"content": (None, "hi"), "upload": ("big.bin", b"\0" * MAX_CONTENT_LENGTH * 2)},
+            data={"content": "hi", "upload": (io.BytesIO(b"\0" * MAX_CONTENT_LENGTH * 2), "big.bin")},
         )
         assert_readable(response, 413)
 
 
-def test_an_oversize_chunked_form_is_a_413_not_cut_short(server, upstream, person):
+def test_an_oversize_chunked_form_is_a_413_not_cut_short(served, upstream):
     """Without Content-Length the limit must still hold: the body is refused, not truncated and accepted."""
     body = b"content=short+question&padding=" + b"p" * MAX_CONTENT_LENGTH
-    with changes_nothing(server, upstream):
-        response = person.post(server.url("/messages"), data=chunked(body), headers={**HX, **FORM}, timeout=10)
+    person = owner(served)
+    with changes_nothing(served, upstream):
+        response = person.post(served.url("/messages"), data=chunked(body), headers={**HX, **FORM}, timeout=10)
         assert_readable(response, 413)
 
 
@@ -331,7 +344,7 @@ NOT_UTF8 = {
 @pytest.mark.parametrize("body, headers", NOT_UTF8.values(), ids=NOT_UTF8.keys())
 def test_a_form_that_is_not_utf8_is_a_400_and_stores_no_mangled_text(server, upstream, person, body, headers):
     with changes_nothing(server, upstream):
-        response = person.post(server.url("/messages"), data=body, headers={**HX, **headers}, timeout=10)
+        response = person.post("/messages", data=body, headers={**HX, **headers})
         assert 400 <= response.status_code < 500, f"{response.status_code}: accepted as {response.text[:200]!r}"
         assert_fragment(response, response.status_code)
 
@@ -340,7 +353,7 @@ def test_a_nul_character_in_a_message_is_refused_or_removed(server, upstream, pe
     """PostgreSQL (DATABASE_URL) cannot store U+0000 in text: the app must not depend on SQLite accepting it."""
     settle(server)
     before = counts(server)
-    response = person.post(server.url("/messages"), data={"content": "before\x00after"}, headers=HX, timeout=10)
+    response = person.post("/messages", data={"content": "before\x00after"}, headers=HX)
     if response.status_code == 200:
         found = re.search(r'id="message-(\d+)"[^>]*sse-connect', response.text)
         wait_ended(server, int(found.group(1)))
@@ -354,7 +367,7 @@ def test_a_nul_character_in_a_message_is_refused_or_removed(server, upstream, pe
 def test_an_answer_with_a_nul_character_is_saved_without_it(server, upstream, person):
     """A provider may send U+0000; the answer must still be saved (PostgreSQL would refuse the row)."""
     upstream.push(Script(text="half\x00way there"))
-    response = person.post(server.url("/messages"), data={"content": "nul answer"}, headers=HX, timeout=10)
+    response = person.post("/messages", data={"content": "nul answer"}, headers=HX)
     assert response.status_code == 200
     answer = int(re.search(r'id="message-(\d+)"[^>]*sse-connect', response.text).group(1))
     row = wait_ended(server, answer)
@@ -366,9 +379,8 @@ def test_malformed_multipart_is_a_400(server, upstream, person):
     with changes_nothing(server, upstream):
         for body in (b"--b\r\nnot a part", b"garbage", b""):
             response = person.post(
-                server.url("/messages"),
+                "/messages",
                 data=body,
-                timeout=10,
                 headers={**HX, "Content-Type": "multipart/form-data; boundary=b"},
             )
             assert_fragment(response, 400)
@@ -377,21 +389,17 @@ def test_malformed_multipart_is_a_400(server, upstream, person):
 def test_bad_values_for_the_conversation_controls_are_4xx(server, upstream, person):
     cid, answer = person.conversation_id, person.answer_id
     with changes_nothing(server, upstream):
-        assert_fragment(person.post(server.url(f"/c/{cid}/rename"), data={"title": "  "}, headers=HX, timeout=10), 400)
-        assert_fragment(person.post(server.url(f"/c/{cid}/rename"), data={}, headers=HX, timeout=10), 400)
-        assert_fragment(
-            person.post(server.url(f"/messages/{answer - 1}/edit"), data={"content": " "}, headers=HX, timeout=10), 400
-        )
+        assert_fragment(person.post(f"/c/{cid}/rename", data={"title": "  "}, headers=HX), 400)
+        assert_fragment(person.post(f"/c/{cid}/rename", data={}, headers=HX), 400)
+        assert_fragment(person.post(f"/messages/{answer - 1}/edit", data={"content": " "}, headers=HX), 400)
         # An id of the wrong kind: a question is not an answer, and an answer cannot be edited.
         for path in (
             f"/messages/{answer - 1}/retry",
             f"/messages/{answer - 1}/regenerate",
             f"/messages/{answer - 1}/activate",
         ):
-            assert_fragment(person.post(server.url(path), headers=HX, timeout=10), 404)
-        assert_fragment(
-            person.post(server.url(f"/messages/{answer}/edit"), data={"content": "x"}, headers=HX, timeout=10), 404
-        )
+            assert_fragment(person.post(path, headers=HX), 404)
+        assert_fragment(person.post(f"/messages/{answer}/edit", data={"content": "x"}, headers=HX), 404)
 
 
 # -- unknown ids -----------------------------------------------------------------------------------
@@ -415,7 +423,7 @@ UNKNOWN_GETS = [
 @pytest.mark.parametrize("path", UNKNOWN_GETS)
 def test_an_unknown_page_is_a_404_page(server, upstream, person, path):
     with changes_nothing(server, upstream):
-        response = person.get(server.url(path), timeout=10)
+        response = person.get(path)
         assert_readable(response, 404)
         assert "<html" in response.text and "text/event-stream" not in response.headers["Content-Type"]
 
@@ -438,8 +446,8 @@ def test_a_control_on_an_unknown_id_is_a_404(server, upstream, person, pattern, 
     with changes_nothing(server, upstream):
         path = pattern.format(id=unknown)
         data = {"content": "x", "title": "x", "model": "fake-model"}
-        assert_fragment(person.post(server.url(path), data=data, headers=HX, timeout=10), 404)
-        response = person.post(server.url(path), data=data, allow_redirects=False, timeout=10)
+        assert_fragment(person.post(path, data=data, headers=HX), 404)
+        response = person.post(path, data=data)
         assert_readable(response, 404)
 
 
@@ -452,9 +460,7 @@ def test_odd_cursors_on_an_events_stream_still_end_with_done(server, upstream, p
             ("", {"Last-Event-ID": "nonsense"}),
             ("", {"Last-Event-ID": HUGE}),
         ):
-            response = person.get(
-                server.url(f"/messages/{person.answer_id}/events{query}"), headers=headers, stream=True, timeout=10
-            )
+            response = person.get(f"/messages/{person.answer_id}/events{query}", headers=headers, buffered=False)
             assert response.status_code == 200, (query, headers)
             assert b"event: done" in read_all(response), (query, headers)
 
@@ -462,11 +468,11 @@ def test_odd_cursors_on_an_events_stream_still_end_with_done(server, upstream, p
 # -- fuzzing ---------------------------------------------------------------------------------------
 
 
-def read_all(response: requests.Response, limit: float = 20.0) -> bytes:
+def read_all(response, limit: float = 20.0) -> bytes:
     """The whole (streamed) body, within `limit` seconds; a broken stream fails the test."""
     deadline = time.monotonic() + limit
     body = b""
-    for chunk in response.iter_content(chunk_size=None):
+    for chunk in sse.chunks_of(response):
         body += chunk
         assert time.monotonic() < deadline, f"the stream did not end within {limit} s: {body[-300:]!r}"
     return body
@@ -562,7 +568,7 @@ FUZZ = settings(
 def test_random_json_at_api_chat_never_gets_a_5xx(server, upstream, body, protocol):
     upstream.default = Script(delay=0)
     data = json.dumps(body).encode()  # ASCII: lone surrogates travel as \ud800 escapes
-    response = requests.post(server.url("/api/chat" + protocol), data=data, headers=JSON, stream=True, timeout=(5, 20))
+    response = stranger(server).post("/api/chat" + protocol, data=data, headers=JSON, buffered=False)
     payload = read_all(response)
     assert response.status_code < 500, (response.status_code, payload[:500])
     assert b"Traceback" not in payload
@@ -611,9 +617,7 @@ def test_random_form_fields_at_messages_never_get_a_5xx(
         data["conversation_id"] = str(person.conversation_id) if conversation == "mine" else conversation
     if model is not None:
         data["model"] = model
-    response = person.post(
-        server.url("/messages"), data=data, headers=HX if htmx else {}, allow_redirects=False, timeout=(5, 30)
-    )
+    response = person.post("/messages", data=data, headers=HX if htmx else {})
     assert response.status_code < 500, (response.status_code, data, response.text[:500])
     assert "Traceback" not in response.text
     if response.status_code >= 400:
@@ -621,7 +625,7 @@ def test_random_form_fields_at_messages_never_get_a_5xx(
     if response.status_code == 200:
         found = re.search(r'id="message-(\d+)"[^>]*sse-connect', response.text)
         assert found, response.text[:500]
-        events = person.get(server.url(f"/messages/{found.group(1)}/events"), stream=True, timeout=(5, 20))
+        events = person.get(f"/messages/{found.group(1)}/events", buffered=False)
         assert events.status_code == 200
         assert b"event: done" in read_all(events)
         wait_ended(server, int(found.group(1)))

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import browser_session, screenshot
 from tests.fake_upstream import Script
+from tests.sse import events_until_done
 from trickle import storage
 
 ANSWER_TIMEOUT = 30_000  # ms: a whole answer on a busy two-core machine
@@ -112,23 +113,11 @@ def conversation_id(page) -> int:
 
 def read_events(server, page, mid: int, headers: dict | None = None) -> list[tuple[str, str]]:
     """GET the message's event stream, as the page's owner, and read (event, data) pairs up to `done`."""
-    events: list[tuple[str, str]] = []
     url = server.url(f"/messages/{mid}/events")
     with browser_session(page).get(url, headers=headers or {}, stream=True, timeout=(5, 10)) as response:
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        name, data = None, []
-        for line in response.iter_lines(decode_unicode=True):
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data.append(line[6:])
-            elif line == "" and name:
-                events.append((name, "\n".join(data)))
-                if name == "done":
-                    break
-                name, data = None, []
-    return events
+        return events_until_done(response)
 
 
 # -- streaming -----------------------------------------------------------------

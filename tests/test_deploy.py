@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from tests.conftest import ROOT, free_port
-from tests.test_api_chat import read_api_stream
+from tests.sse import read_api_stream
 
 
 def procfile() -> dict[str, str]:

@@ -23,41 +23,12 @@ import requests
 
 from tests.conftest import AppServer, client, free_port
 from tests.fake_upstream import Script
+from tests.sse import Event, events
 
 # -- helpers: the page's HTTP flow, its SSE events, the database ------------------------------
 
 
-@dataclass
-class Event:
-    event: str
-    id: int | None
-    data: str
-
-
-def sse_events(response):
-    """Parse an SSE byte stream into events (comments such as `: ping` are skipped)."""
-    buffer = b""
-    fields: dict[str, str] = {}
-    data: list[str] = []
-    for chunk in response.iter_content(chunk_size=None):
-        buffer += chunk
-        while b"\n" in buffer:
-            raw, buffer = buffer.split(b"\n", 1)
-            line = raw.decode("utf-8").removesuffix("\r")
-            if not line:
-                if data or fields:
-                    event_id = fields.get("id")
-                    yield Event(fields.get("event", "message"), int(event_id) if event_id else None, "\n".join(data))
-                fields, data = {}, []
-            elif line.startswith(":"):
-                continue
-            else:
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    data.append(value)
-                else:
-                    fields[name] = value
+sse_events = events  # the one SSE reader of the tests (tests/sse.py)
 
 
 class Listener:

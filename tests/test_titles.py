@@ -1,7 +1,9 @@
 """A real provider names each new conversation; the first message titles it until then, and after a failure."""
 
+import pytest
 from playwright.sync_api import expect
 
+from tests.conftest import AppServer, upstream_env
 from tests.fake_upstream import Script
 from trickle import database, storage
 from trickle.titles import PROMPT, clean
@@ -12,8 +14,16 @@ def send(page, text: str) -> None:
     page.locator("#content").press("Enter")
 
 
-def test_the_model_names_a_new_conversation_while_it_answers(make_server, upstream, page, console_errors):
-    server = make_server(MODEL_TITLES="1", TITLE_MODEL="fake-titles")
+@pytest.fixture(scope="module")
+def titled(upstream):
+    """One server whose model names conversations, for the tests of naming."""
+    server = AppServer({**upstream_env(upstream), "MODEL_TITLES": "1", "TITLE_MODEL": "fake-titles"}).start()
+    yield server
+    server.stop()
+
+
+def test_the_model_names_a_new_conversation_while_it_answers(titled, upstream, page, console_errors):
+    server = titled
     upstream.by_model["fake-titles"] = Script(text='Title: "Packing for Lisbon in May".')
     upstream.default = Script(text="Light layers, good shoes and a raincoat. " * 8, delay=0.02)
     page.goto(server.url("/"))
@@ -36,8 +46,8 @@ def test_the_model_names_a_new_conversation_while_it_answers(make_server, upstre
     assert not console_errors
 
 
-def test_a_failed_naming_keeps_the_first_message_title(make_server, upstream, page):
-    server = make_server(MODEL_TITLES="1", TITLE_MODEL="fake-titles")
+def test_a_failed_naming_keeps_the_first_message_title(titled, upstream, page):
+    server = titled
     upstream.by_model["fake-titles"] = Script(status=500)
     page.goto(server.url("/"))
     send(page, "Plan a quiet weekend")
@@ -48,8 +58,8 @@ def test_a_failed_naming_keeps_the_first_message_title(make_server, upstream, pa
     assert "Traceback" not in server.read_log()
 
 
-def test_model_titles_off_asks_for_no_title(make_server, upstream, page):
-    server = make_server(MODEL_TITLES="0")
+def test_model_titles_off_asks_for_no_title(shared_server, upstream, page):
+    server = shared_server  # MODEL_TITLES=0, as every test server has unless it asks
     page.goto(server.url("/"))
     send(page, "Name me")
     expect(page.locator("article.message.assistant").last).to_have_attribute("data-status", "done")
