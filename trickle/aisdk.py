@@ -88,7 +88,7 @@ class UIMessageStreamEvents(Encoder):
         self.text_id = f"text-{message_id}"
         self.text_open = False
 
-    def start(self, prefix: str, cursor: int) -> str:
+    def start(self, prefix: str, cursor: int, thought_length: int = 0) -> str:
         return part({"type": "start", "messageId": self.message_id})
 
     def text(self, delta: str, cursor: int) -> str:

@@ -129,6 +129,15 @@ def _filename(title: str, extension: str) -> str:
     return f"{stem}.{extension}"
 
 
+def _thought_markdown(row) -> str:
+    """A thinking model's thought, as a collapsed section before its answer (GitHub and most
+    Markdown viewers show `<details>`)."""
+    if not row.thoughts:
+        return ""
+    summary = "Thought" if row.thought_ms is None else f"Thought for {max(1, round(row.thought_ms / 1000))} s"
+    return f"<details><summary>{summary}</summary>\n\n{row.thoughts.strip()}\n\n</details>\n\n"
+
+
 @bp.get("/c/<int:conversation_id>/export.<any(md, json):fmt>")
 def export(conversation_id: int, fmt: str):
     """Download the conversation as shown (active messages) as Markdown or JSON."""
@@ -150,6 +159,7 @@ def export(conversation_id: int, fmt: str):
                         "model": r.model,
                         "tokens_in": r.tokens_in,
                         "tokens_out": r.tokens_out,
+                        **({"thoughts": r.thoughts, "thought_ms": r.thought_ms} if r.thoughts else {}),
                     }
                     for r in rows
                 ],
@@ -164,7 +174,7 @@ def export(conversation_id: int, fmt: str):
             parts.append(f"> System: {conversation.system_prompt}\n")
         for r in rows:
             heading = "You" if r.role == "user" else f"Assistant ({r.model})" if r.model else "Assistant"
-            parts.append(f"## {heading}\n\n{r.content}\n")
+            parts.append(f"## {heading}\n\n{_thought_markdown(r)}{r.content}\n")
         body = "\n".join(parts)
         mimetype = "text/markdown"
     disposition = f'attachment; filename="{_filename(conversation.title, fmt)}"'

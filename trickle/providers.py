@@ -19,6 +19,7 @@ import httpx2
 import openai
 
 from .settings import DEFAULT_MODELS, OLLAMA_DEFAULT_HOST, Endpoint, Settings, SettingsError
+from .thoughts import DeltaReader, Rethink, Thought
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Notice:
     text: str | None
 
 
-Delta = str | Usage | Notice
+Delta = str | Thought | Rethink | Usage | Notice
 
 
 def estimate_tokens(text: str) -> int:
@@ -182,6 +183,7 @@ def _parse_sse(payloads: Iterator[bytes], messages: list[dict]) -> Iterator[Delt
     usage = None
     sent = []
     finish_reason = None
+    reader = DeltaReader()  # thoughts in every dialect: reasoning fields and tags in the content
     for data in payloads:
         if data == b"[DONE]":
             break
@@ -193,16 +195,17 @@ def _parse_sse(payloads: Iterator[bytes], messages: list[dict]) -> Iterator[Delt
         if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                sent.append(content)
-                yield content
+            for delta in reader.read(choice.get("delta") or {}):
+                if not isinstance(delta, Rethink):  # thoughts count as output tokens too
+                    sent.append(delta if isinstance(delta, str) else delta.text)
+                yield delta
             finish_reason = choice.get("finish_reason") or finish_reason
             if finish_reason == "error":
                 raise ProviderError("The provider ended the answer with an error.")
     else:
         if finish_reason is None:  # some servers skip [DONE], but none skip finish_reason
             raise ProviderError("The provider closed the stream before the answer was complete.")
+    yield from reader.end()
     if usage:
         yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
     else:

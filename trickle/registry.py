@@ -120,6 +120,8 @@ class Registry:
                 duration_ms=generation.duration_ms,
                 cost=cost,
                 model=generation.model,
+                thoughts=generation.thought(),
+                thought_ms=generation.thought_ms,
             ),
         )
         self.followers.published_end(generation, outcome, error, saved)
@@ -247,7 +249,7 @@ class Registry:
         if not stored:
             return
         changed = [g for g in stored if g.length != self._saved_length[g.key]]
-        storage.save_progress(self.engine, [(g.key, g.text()) for g in changed])
+        storage.save_progress(self.engine, [(g.key, g.text(), g.thought(), g.thought_ms) for g in changed])
         storage.touch_heartbeats(self.engine, [g.key for g in stored if g not in changed])
         for g in changed:
             self._saved_length[g.key] = g.length

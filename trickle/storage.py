@@ -36,6 +36,7 @@ conversations = sa.Table(
     sa.Column("system_prompt", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("reasoning_effort", sa.String(16)),  # None: REASONING_EFFORT's default
 )
 
 # status: "streaming" while a generation owns the row, then how it ended:
@@ -66,6 +67,8 @@ messages = sa.Table(
     sa.Column("reply_to", sa.Integer),
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     sa.Column("cost", sa.Float),  # estimated USD, from MODEL_PRICES
+    sa.Column("thoughts", sa.Text),  # a thinking model's thought, apart: search and history never see it
+    sa.Column("thought_ms", sa.Integer),  # how long it thought before the answer began
 )
 
 # One row per answer, stored or not (the JSON API stores no messages): what budgets count.
@@ -152,7 +155,7 @@ def make_engine(url: str, env: Mapping[str, str] | None = None) -> Engine:
 
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 _ADVISORY_LOCK = 0x7472_6963_6B6C  # "trickl": one key for every instance migrating this database
 
@@ -411,6 +414,8 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
             .where(messages.c.id == message_id)
             .values(
                 content="",
+                thoughts=None,
+                thought_ms=None,
                 status=Status.STREAMING,
                 error=None,
                 model=model,
@@ -443,21 +448,31 @@ def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> lis
     return history
 
 
-def save_progress(engine: Engine, progress: Iterable[tuple[int, str]]) -> None:
-    """Save the text so far of several live answers in one transaction (and mark them alive).
+def _progress_row(mid: int, content: str, thoughts: str | None = None, thought_ms: int | None = None) -> dict:
+    return {"mid": mid, "content": content, "thoughts": thoughts or None, "thought_ms": thought_ms}
+
+
+def save_progress(engine: Engine, progress: Iterable[tuple]) -> None:
+    """Save (id, text[, thought, thought_ms]) so far of several live answers in one transaction (and
+    mark them alive).
 
     Only rows still streaming: a save that waited for a connection while its answer ended must not
     put an older text over the final one.
     """
     # In id order, as PostgreSQL locks the rows of `id IN (…)` updates: two savers never deadlock.
-    rows = sorted(({"mid": mid, "content": content} for mid, content in progress), key=lambda row: row["mid"])
+    rows = sorted((_progress_row(*entry) for entry in progress), key=lambda row: row["mid"])
     if not rows:
         return
     now = time.time()
     statement = (
         messages.update()
         .where(messages.c.id == sa.bindparam("mid"), messages.c.status == Status.STREAMING)
-        .values(content=sa.bindparam("content"), heartbeat_at=now)
+        .values(
+            content=sa.bindparam("content"),
+            thoughts=sa.bindparam("thoughts"),
+            thought_ms=sa.bindparam("thought_ms"),
+            heartbeat_at=now,
+        )
     )
     with engine.begin() as db:
         db.execute(statement, rows)
@@ -482,6 +497,8 @@ def finish_message(
     duration_ms: int | None = None,
     cost: float | None = None,
     model: str | None = None,
+    thoughts: str | None = None,
+    thought_ms: int | None = None,
 ) -> None:
     extra = {"model": model} if model else {}
     with engine.begin() as db:
@@ -491,6 +508,8 @@ def finish_message(
             .values(
                 **extra,
                 content=content,
+                thoughts=thoughts or None,
+                thought_ms=thought_ms,
                 status=status,
                 error=error,
                 tokens_in=tokens_in,
@@ -594,7 +613,13 @@ def read_remote_progress(engine: Engine, cursors: dict[int, int]):
         return {}
     ids = list(cursors)
     query = sa.select(
-        messages.c.id, messages.c.content, messages.c.status, messages.c.error, messages.c.heartbeat_at
+        messages.c.id,
+        messages.c.content,
+        messages.c.thoughts,
+        messages.c.thought_ms,
+        messages.c.status,
+        messages.c.error,
+        messages.c.heartbeat_at,
     ).where(messages.c.id.in_(ids))
     now = time.time()
     with engine.begin() as db:
