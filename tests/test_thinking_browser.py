@@ -117,3 +117,4 @@ def test_a_thought_longer_than_the_idle_deadline_does_not_fail_the_answer(make_s
     expect(answer).to_have_attribute("data-status", "done")
     assert answer_body(answer) == "Done thinking."
     expect(answer.locator("details.thought summary")).to_have_text(re.compile(r"^Thought for \d+ s$"))
+    expect(answer.locator(".meta")).to_contain_text(re.compile(r"first thought \d+ ms · first token \d+ ms"))

@@ -4,7 +4,9 @@ A stateless generation (nothing stored) with one listener. By default it
 encodes `data: {"content": …}` events and a final `data: [DONE]`, so existing
 clients of the reference (a `fetch` reader splitting on `data: `) work
 unchanged. A request from the AI SDK (`messages[].parts`, or `?protocol=ai-sdk`)
-is answered in its UI message stream protocol instead (see `aisdk.py`).
+is answered in its UI message stream protocol instead (see `aisdk.py`), with a thinking
+model's thought as reasoning parts; the plain protocol sends thoughts only when the request
+says `"reasoning": true`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def chat():
     ai_sdk = aisdk.is_ai_sdk_request(body, request.args.get("protocol", ""))
     messages, model = chat_request(aisdk.to_plain_request(body) if ai_sdk else body, app.settings)
     generation = answers.answer_unstored(messages, model)
-    encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents()
+    reasoning = isinstance(body, dict) and body.get("reasoning") is True  # thoughts only when asked
+    encoder = aisdk.UIMessageStreamEvents(generation.key) if ai_sdk else ApiEvents(reasoning)
     stream = sse_stream(
         generation, 0, encoder, flush_interval=app.settings.flush_interval, ping_interval=app.settings.ping_interval
     )

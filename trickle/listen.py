@@ -307,7 +307,17 @@ class PageEvents(Encoder):
 
 
 class ApiEvents(Encoder):
-    """The reference Express relay's protocol: `data: {"content": …}` events, then `data: [DONE]`."""
+    """The reference Express relay's protocol: `data: {"content": …}` events, then `data: [DONE]`.
+
+    Thoughts only for a client that asks (`"reasoning": true`), as `data: {"reasoning": …}`: the
+    reference client appends the `content` of every event, and would print "undefined".
+    """
+
+    def __init__(self, reasoning: bool = False):
+        self.reasoning = reasoning
+
+    def thought(self, delta: str, cursor: int) -> str:
+        return f"data: {json.dumps({'reasoning': delta}, ensure_ascii=False)}\n\n" if self.reasoning else ""
 
     def text(self, delta: str, cursor: int) -> str:
         return f"data: {json.dumps({'content': delta}, ensure_ascii=False)}\n\n"
