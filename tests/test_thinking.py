@@ -185,3 +185,21 @@ def test_the_page_empties_an_answer_that_was_a_thought():
     )
     assert '<div id="blocks-7" hx-swap-oob="innerHTML"></div><span id="tail-7" hx-swap-oob="innerHTML"></span>' in event
     assert page.thought(" more", 17).startswith("event: thought-delta")
+
+
+def test_each_provider_gets_the_effort_in_its_own_field_or_not_at_all():
+    from trickle.providers import DemoModel, OpenAICompatible
+    from trickle.reasoning import effort_fields
+    from trickle.settings import load_settings
+
+    def provider(env):
+        return OpenAICompatible(load_settings(env).endpoint, load_settings(env))
+
+    openai, openrouter = provider({"OPENAI_API_KEY": "k"}), provider({"OPENROUTER_API_KEY": "k"})
+    ollama = provider({"OLLAMA_HOST": "http://127.0.0.1:11434"})
+    assert effort_fields(openai, "high") == {"reasoning_effort": "high"}
+    assert effort_fields(openrouter, "low") == {"reasoning": {"effort": "low"}}
+    assert effort_fields(ollama, "medium") == {"reasoning_effort": "medium"}
+    assert effort_fields(ollama, "off") == {"reasoning_effort": "none"}
+    assert effort_fields(openai, "off") == effort_fields(openrouter, "off") == {}  # only Ollama turns it off
+    assert effort_fields(openai, None) == effort_fields(DemoModel(0), "high") == {}

@@ -118,3 +118,20 @@ def test_a_thought_longer_than_the_idle_deadline_does_not_fail_the_answer(make_s
     assert answer_body(answer) == "Done thinking."
     expect(answer.locator("details.thought summary")).to_have_text(re.compile(r"^Thought for \d+ s$"))
     expect(answer.locator(".meta")).to_contain_text(re.compile(r"first thought \d+ ms · first token \d+ ms"))
+
+
+def test_a_thought_is_sanitized_like_any_model_output(shared_server, upstream, page):
+    from tests.test_xss_browser import INJECTED, PAYLOADS
+
+    injected = INJECTED.replace("#messages .body *", "#messages .thought-body *").replace(
+        "'.blocks, .tail, .notice'", "'.thought-blocks, .thought-tail'"
+    )
+    alerts = []
+    page.on("dialog", lambda dialog: (alerts.append(dialog.message), dialog.dismiss()))
+    upstream.push(Script(text="Safe.", thought="\n\n".join(PAYLOADS[:40]), dialect="reasoning", thought_delay=0.002))
+    page.goto(shared_server.url("/"))
+    send(page, "Think something nasty.")
+    answer = wait_for_answer(page)
+    answer.locator("details.thought summary").click()
+    assert page.evaluate(injected) == [] and alerts == []
+    assert answer_body(answer) == "Safe."

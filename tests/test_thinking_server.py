@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 from tests.conftest import client
@@ -129,3 +130,31 @@ def test_another_instance_streams_the_thought_through_redis_and_resumes_it(servi
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_conversations_reasoning_effort_is_sent_only_once_chosen(shared_server, upstream):
+    person = client(shared_server)
+    conversation_id = ask(person, shared_server, "Hello?")
+    assert "reasoning_effort" not in upstream.requests[-1]["body"]  # unset: the provider's own
+
+    options = shared_server.url(f"/c/{conversation_id}/options")
+    refused = person.post(options, data={"model": "fake-model", "reasoning_effort": "extreme"}, timeout=10)
+    assert refused.status_code == 400
+    saved = person.post(options, data={"model": "fake-model", "reasoning_effort": "high"}, timeout=10)
+    assert saved.status_code in (200, 303)
+    page = person.get(shared_server.url(f"/c/{conversation_id}"), timeout=10).text
+    assert '<option value="high" selected>High</option>' in page
+
+    ask(person, shared_server, "Think hard.", conversation_id)
+    assert upstream.requests[-1]["body"]["reasoning_effort"] == "high"
+
+
+def test_the_reasoning_effort_setting_is_the_default(make_server, upstream):
+    server = make_server(REASONING_EFFORT="low")
+    person = client(server)
+    ask(person, server, "Hi")
+    assert upstream.requests[-1]["body"]["reasoning_effort"] == "low"
+    response = requests.post(
+        server.url("/api/chat"), json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30
+    )
+    assert response.status_code == 200 and upstream.requests[-1]["body"]["reasoning_effort"] == "low"

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 
 from . import answers, limits, storage
 from .message_views import answer_view, conversation_views
+from .reasoning import EFFORTS
 from .security import current_owner
 from .status import Status
 
@@ -96,7 +97,7 @@ def rename(conversation_id: int):
 
 @bp.post("/c/<int:conversation_id>/options")
 def options(conversation_id: int):
-    """Per-conversation model and system prompt."""
+    """Per-conversation model, system prompt and reasoning effort."""
     app = trickle()
     _conversation_or_404(conversation_id)
     model = (request.form.get("model") or "").strip()
@@ -105,7 +106,16 @@ def options(conversation_id: int):
     system_prompt = (request.form.get("system_prompt") or "").strip()
     if len(system_prompt) > app.settings.max_input_chars:
         abort(413, "The system prompt is too long.")
-    storage.update_conversation(app.engine, conversation_id, model=model or None, system_prompt=system_prompt or None)
+    effort = (request.form.get("reasoning_effort") or "").strip()
+    if effort and effort not in EFFORTS:
+        abort(400, f"Unknown reasoning effort {effort!r}.")
+    storage.update_conversation(
+        app.engine,
+        conversation_id,
+        model=model or None,
+        system_prompt=system_prompt or None,
+        reasoning_effort=effort or None,
+    )
     if not request.headers.get("HX-Request"):
         return _back_to(conversation_id)
     return render_template("_saved.html", model=model or app.settings.chat_model)

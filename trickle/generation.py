@@ -62,8 +62,11 @@ class Generation(TextLog):
         stored: bool = True,
         owner: str | None = None,
         conversation_id: int | None = None,
+        extra_body: dict | None = None,
     ):
         super().__init__()
+        # Request fields for the provider (a reasoning effort), only for one that takes them.
+        self.stream_options = {"extra_body": extra_body} if extra_body else {}
         self.key = key
         self.stored = stored
         self.owner = owner
@@ -230,7 +233,7 @@ class Generation(TextLog):
             while True:
                 self.attempt_started_at = time.monotonic()
                 try:
-                    with closing(self.provider.stream(self.messages, model)) as deltas:
+                    with closing(self.provider.stream(self.messages, model, **self.stream_options)) as deltas:
                         for delta in deltas:
                             if isinstance(delta, str):
                                 self._append(delta)

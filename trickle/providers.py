@@ -120,13 +120,16 @@ class OpenAICompatible:
             default_headers=dict(endpoint.headers) or None,
         )
 
-    def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
-        """Yield content deltas as they arrive, then the usage record.
+    def stream(self, messages: list[dict], model: str, extra_body: dict | None = None) -> Iterator[Delta]:
+        """Yield content deltas as they arrive, then the usage record. `extra_body`: more request
+        fields (a reasoning effort, see `reasoning.py`).
 
         Reads the raw SSE lines instead of building a model object per chunk: the
         per-token cost is most of what a relay spends.
         """
         extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        if extra_body:
+            extra["extra_body"] = extra_body
         try:
             with self.client.chat.completions.with_streaming_response.create(
                 model=model,

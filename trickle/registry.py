@@ -54,6 +54,7 @@ class Registry:
         stored: bool = True,
         owner: str | None = None,
         conversation_id: int | None = None,
+        extra_body: dict | None = None,
     ) -> Generation:
         """Start a generation; `stored` ones save progress and outcome under message id `key`."""
         if self.draining:
@@ -74,6 +75,7 @@ class Registry:
             stored=stored,
             owner=owner,
             conversation_id=conversation_id,
+            extra_body=extra_body,
         )
         metrics.ACTIVE_STREAMS.inc()
         self.live[key] = generation

@@ -269,8 +269,9 @@ def list_conversations(engine: Engine, owner: str | None = None, search: str | N
 
 
 def update_conversation(engine: Engine, conversation_id: int, **values) -> None:
-    """Rename, or set the model or system prompt (only the given columns change)."""
-    allowed = {key: value for key, value in values.items() if key in ("title", "model", "system_prompt")}
+    """Rename, or set the model, system prompt or reasoning effort (only the given columns change)."""
+    settable = ("title", "model", "system_prompt", "reasoning_effort")
+    allowed = {key: value for key, value in values.items() if key in settable}
     with engine.begin() as db:
         db.execute(conversations.update().where(conversations.c.id == conversation_id).values(**allowed))
 
@@ -450,6 +451,13 @@ def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> lis
 
 def _progress_row(mid: int, content: str, thoughts: str | None = None, thought_ms: int | None = None) -> dict:
     return {"mid": mid, "content": content, "thoughts": thoughts or None, "thought_ms": thought_ms}
+
+
+def reasoning_effort(engine: Engine, conversation_id: int) -> str | None:
+    """The conversation's own reasoning effort (None: the REASONING_EFFORT setting's)."""
+    query = sa.select(conversations.c.reasoning_effort).where(conversations.c.id == conversation_id)
+    with engine.connect() as db:
+        return db.execute(query).scalar()
 
 
 def save_progress(engine: Engine, progress: Iterable[tuple]) -> None:
