@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-__all__ = ["FakeUpstream", "Script", "StreamRecord"]
+__all__ = ["THOUGHT_DIALECTS", "FakeUpstream", "Script", "StreamRecord", "thought_chunks"]
 
 DEFAULT_MODELS = ["fake-model", "fake-model-2"]
 _STEP = 0.05  # longest uninterrupted sleep, so stop() and hang-ups are noticed fast
@@ -55,6 +55,41 @@ class Script:
     error_after: int | None = None
     usage: bool = True
     repeat: int = 1
+    # A thinking model: `thought` streamed before the answer, in the way `dialect` names (THOUGHT_DIALECTS),
+    # a word a chunk every `thought_delay` s (`delay` when None), then `thought_hold` s before the answer.
+    thought: str | None = None
+    dialect: str = "reasoning_content"
+    thought_delay: float | None = None
+    thought_hold: float = 0.0
+
+
+# How a thinking model's thought arrives: in a field of the delta, or inside the content.
+THOUGHT_DIALECTS = (
+    "reasoning_content",  # DeepSeek, vLLM, llama.cpp's server, LM Studio
+    "reasoning",  # Ollama's /v1, OpenRouter, newer vLLM
+    "reasoning_details",  # OpenRouter: `reasoning` and its structured `reasoning_details` alike
+    "tags",  # <think>…</think> in the content, each tag one chunk
+    "split_tags",  # <thinking>…</thinking> in the content, cut every 3 characters (tags split anywhere)
+    "template",  # the chat template opened the tag: only </think> arrives
+)
+
+
+def thought_chunks(script: Script) -> tuple[list[dict], list[str]]:
+    """(the deltas that carry the thought, answer tokens prefixed to the content) for a Script."""
+    words = re.findall(r"\S+\s*|\s+", script.thought or "")
+    dialect = script.dialect
+    if dialect in ("reasoning_content", "reasoning"):
+        return [{dialect: word} for word in words], []
+    if dialect == "reasoning_details":
+        return [{"reasoning": w, "reasoning_details": [{"type": "reasoning.text", "text": w}]} for w in words], []
+    if dialect == "tags":
+        return [{"content": piece} for piece in ["<think>", *words, "</think>"]], ["\n\n"]
+    if dialect == "split_tags":
+        whole = f"<thinking>{script.thought}</thinking>\n\n"
+        return [{"content": whole[i : i + 3]} for i in range(0, len(whole), 3)], []
+    if dialect == "template":
+        return [{"content": piece} for piece in [*words, "\n", "</think>"]], ["\n\n"]  # R1's: "…\n</think>\n\n"
+    raise ValueError(f"unknown thought dialect {dialect!r}")
 
 
 @dataclass
@@ -381,6 +416,19 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
                 (None, None),
             )
+            if script.thought:
+                thoughts, lead = thought_chunks(script)
+                gap = script.delay if script.thought_delay is None else script.thought_delay
+                for i, delta in enumerate(thoughts):
+                    if i > 0 and gap and not wait(gap):
+                        return
+                    if not event(chunk(delta)):
+                        return
+                if script.thought_hold and not wait(script.thought_hold):
+                    return
+                for piece in lead:
+                    if not event(chunk({"content": piece})):
+                        return
             for i, tok in enumerate(tokens):
                 if cut is not None and i >= cut:
                     break

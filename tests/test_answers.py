@@ -11,7 +11,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from trickle import create_app, storage
+from trickle import create_app, live_rows, storage
 
 DRAINING = "The server is restarting; send your message again in a moment."
 HX = {"HX-Request": "true"}
@@ -40,7 +40,7 @@ def finished_exchange(app, owner: str) -> tuple[int, int, int]:
     engine = app.extensions["trickle"].engine
     conversation_id = storage.create_conversation(engine, "Hello", owner=owner)
     question_id, answer_id = storage.append_exchange(engine, conversation_id, "Hello", "demo")
-    storage.finish_message(engine, answer_id, "Hi there.", "done")
+    live_rows.finish_message(engine, answer_id, "Hi there.", "done")
     return conversation_id, question_id, answer_id
 
 

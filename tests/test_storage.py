@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from tests.conftest import ROOT
 from tests.services import Services, shared
-from trickle import database, ledger, storage
+from trickle import database, ledger, live_rows, storage
 from trickle.settings import SettingsError
 
 
@@ -241,7 +241,7 @@ def test_exchanges_alternatives_and_edits(engine):
     assert storage.get_message(engine, answer, owner="x") is None
     assert storage.count_streaming(engine, "o") == 1 and storage.count_streaming(engine, "x") == 0
 
-    storage.finish_message(
+    live_rows.finish_message(
         engine, answer, "Hello.", "done", tokens_in=3, tokens_out=2, ttft_ms=10, duration_ms=20, cost=0.5, model="m1b"
     )
     row = storage.get_message(engine, answer)
@@ -267,7 +267,7 @@ def test_exchanges_alternatives_and_edits(engine):
         {"role": "user", "content": "Hey?"},
     ]
 
-    storage.finish_message(engine, new_answer, "partial", "stopped")
+    live_rows.finish_message(engine, new_answer, "partial", "stopped")
     storage.restart_message(engine, new_answer, "m3")
     row = storage.get_message(engine, new_answer)
     assert (row.content, row.status, row.model, row.error, row.stop_requested) == ("", "streaming", "m3", None, False)
@@ -278,28 +278,28 @@ def test_live_progress_signals_and_orphans(engine):
     _, first = storage.append_exchange(engine, conversation, "one", "m")
     _, second = storage.append_exchange(engine, conversation, "two", "m")
 
-    storage.save_progress(engine, [(first, "Hel"), (second, "Wor")])
-    storage.save_progress(engine, [])
+    live_rows.save_progress(engine, [(first, "Hel"), (second, "Wor")])
+    live_rows.save_progress(engine, [])
     assert storage.get_message(engine, first).content == "Hel"
     before = storage.get_message(engine, second).heartbeat_at
     time.sleep(0.01)
-    storage.touch_heartbeats(engine, [second])
+    live_rows.touch_heartbeats(engine, [second])
     assert storage.get_message(engine, second).heartbeat_at > before
 
-    assert storage.read_signals(engine, [first, second]) == {first: (False, None), second: (False, None)}
-    storage.request_stop(engine, first)
+    assert live_rows.read_signals(engine, [first, second]) == {first: (False, None), second: (False, None)}
+    live_rows.request_stop(engine, first)
     polled_from = time.time()
-    progress = storage.read_remote_progress(engine, {second: 0})
+    progress = live_rows.read_remote_progress(engine, {second: 0})
     assert progress[second].content == "Wor" and progress[second].status == "streaming"
-    signals = storage.read_signals(engine, [first, second])
+    signals = live_rows.read_signals(engine, [first, second])
     assert signals[first] == (True, None)
     assert signals[second][0] is False and signals[second][1] >= polled_from  # a remote listener was seen
 
-    storage.finish_message(engine, first, "Hello", "stopped")
-    storage.request_stop(engine, second)  # only a streaming answer can be asked to stop
-    assert storage.mark_interrupted(engine, time.time() - 60) == 0  # fresh heartbeats: not orphans
-    assert storage.mark_interrupted(engine, time.time() + 1, [first]) == 0  # ended: never interrupted
-    assert storage.mark_interrupted(engine, time.time() + 1) == 1
+    live_rows.finish_message(engine, first, "Hello", "stopped")
+    live_rows.request_stop(engine, second)  # only a streaming answer can be asked to stop
+    assert live_rows.mark_interrupted(engine, time.time() - 60) == 0  # fresh heartbeats: not orphans
+    assert live_rows.mark_interrupted(engine, time.time() + 1, [first]) == 0  # ended: never interrupted
+    assert live_rows.mark_interrupted(engine, time.time() + 1) == 1
     row = storage.get_message(engine, second)
     assert (row.status, row.content) == ("interrupted", "Wor") and "restarted" in row.error
 
@@ -310,8 +310,8 @@ def test_a_late_progress_save_never_overwrites_the_final_answer(engine):
     conversation = storage.create_conversation(engine, "c")
     _, answer = storage.append_exchange(engine, conversation, "q", "m")
     snapshot = [(answer, "The answer so")]  # taken by the monitor before the answer ended
-    storage.finish_message(engine, answer, "The answer so far, and its end.", "done")
-    storage.save_progress(engine, snapshot)  # …and written after
+    live_rows.finish_message(engine, answer, "The answer so far, and its end.", "done")
+    live_rows.save_progress(engine, snapshot)  # …and written after
     row = storage.get_message(engine, answer)
     assert (row.content, row.status) == ("The answer so far, and its end.", "done")
 
@@ -347,7 +347,7 @@ def test_an_answer_followed_while_the_poll_is_in_flight_is_not_taken_for_deleted
     second = storage.append_exchange(engine, conversation, "q2", "m")[1]
     followers = Registry(engine, load_settings({})).followers
     followers.track(first, "")
-    read = storage.read_remote_progress
+    read = live_rows.read_remote_progress
 
     def read_while_a_request_follows_another(engine_, cursors):
         rows = read(engine_, cursors)

@@ -97,14 +97,17 @@ DONE = "data: [DONE]\n\n"
 
 
 class UIMessageStreamEvents(Encoder):
-    """Encoder for `follow()`: one assistant message with one text part."""
+    """Encoder for `follow()`: one assistant message with one text part, after a reasoning part
+    when the model thought."""
 
     def __init__(self, message_id: str):
         self.message_id = f"msg-{message_id}"
         self.text_id = f"text-{message_id}"
+        self.reasoning_id = f"reasoning-{message_id}"
         self.text_open = False
+        self.reasoning_open = False
 
-    def start(self, prefix: str, cursor: int) -> str:
+    def start(self, prefix: str, cursor: int, thought_length: int = 0) -> str:
         return part({"type": "start", "messageId": self.message_id})
 
     def text(self, delta: str, cursor: int) -> str:
@@ -114,11 +117,28 @@ class UIMessageStreamEvents(Encoder):
             head = part({"type": "text-start", "id": self.text_id})
         return head + part({"type": "text-delta", "id": self.text_id, "delta": delta})
 
+    def thought(self, delta: str, cursor: int) -> str:
+        """A thinking model's thought: a reasoning part (`useChat` shows it), before the text part."""
+        head = ""
+        if not self.reasoning_open:
+            self.reasoning_open = True
+            head = part({"type": "reasoning-start", "id": self.reasoning_id})
+        return head + part({"type": "reasoning-delta", "id": self.reasoning_id, "delta": delta})
+
+    def thought_done(self, event) -> str:
+        return self._end_reasoning()
+
+    def _end_reasoning(self) -> str:
+        if not self.reasoning_open:
+            return ""
+        self.reasoning_open = False
+        return part({"type": "reasoning-end", "id": self.reasoning_id})
+
     def notice(self, notice: str | None, cursor: int) -> str:
         return f": {' '.join(notice.split())}\n\n" if notice else ""  # a comment: the SDK skips it
 
     def finish(self, followed: Followed, cursor: int) -> str:
-        out = []
+        out = [self._end_reasoning()]  # stopped (or failed) mid-thought
         if self.text_open:
             out.append(part({"type": "text-end", "id": self.text_id}))
         if followed.status.is_error:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from flask import abort, current_app, g
 
-from . import limits, storage
+from . import limits, live_rows, reasoning, storage
 from .generation import Generation
 from .registry import Draining
 from .security import current_owner
@@ -110,7 +110,10 @@ def answer_unstored(messages: list[dict], model: str) -> Generation:
     if owner is not None:
         _refuse_if_over_a_limit(owner)
     try:
-        return app.registry.start(uuid.uuid4().hex, app.provider, messages, model, stored=False, owner=owner)
+        extra_body = reasoning.effort_fields(app.provider, app.settings.reasoning_effort)
+        return app.registry.start(
+            uuid.uuid4().hex, app.provider, messages, model, stored=False, owner=owner, extra_body=extra_body
+        )
     except Draining as err:
         abort(503, str(err))
 
@@ -139,10 +142,17 @@ def _start(answer_id: int, conversation_id: int, model: str) -> Generation:
     """The stored answer's generation, on the conversation's history up to it."""
     app = _trickle()
     history = storage.prompt_messages(app.engine, conversation_id, answer_id)
+    effort = storage.reasoning_effort(app.engine, conversation_id) or app.settings.reasoning_effort
     try:
         return app.registry.start(
-            answer_id, app.provider, history, model, owner=current_owner(), conversation_id=conversation_id
+            answer_id,
+            app.provider,
+            history,
+            model,
+            owner=current_owner(),
+            conversation_id=conversation_id,
+            extra_body=reasoning.effort_fields(app.provider, effort),
         )
     except Draining as err:
-        storage.finish_message(app.engine, answer_id, "", Status.INTERRUPTED, str(err))
+        live_rows.finish_message(app.engine, answer_id, "", Status.INTERRUPTED, str(err))
         abort(503, str(err))

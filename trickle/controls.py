@@ -10,6 +10,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 
 from . import answers, limits, storage
 from .message_views import answer_view, conversation_views
+from .reasoning import EFFORTS
 from .security import current_owner
 from .status import Status
 
@@ -96,7 +97,7 @@ def rename(conversation_id: int):
 
 @bp.post("/c/<int:conversation_id>/options")
 def options(conversation_id: int):
-    """Per-conversation model and system prompt."""
+    """Per-conversation model, system prompt and reasoning effort."""
     app = trickle()
     _conversation_or_404(conversation_id)
     model = (request.form.get("model") or "").strip()
@@ -105,7 +106,16 @@ def options(conversation_id: int):
     system_prompt = (request.form.get("system_prompt") or "").strip()
     if len(system_prompt) > app.settings.max_input_chars:
         abort(413, "The system prompt is too long.")
-    storage.update_conversation(app.engine, conversation_id, model=model or None, system_prompt=system_prompt or None)
+    effort = (request.form.get("reasoning_effort") or "").strip()
+    if effort and effort not in EFFORTS:
+        abort(400, f"Unknown reasoning effort {effort!r}.")
+    storage.update_conversation(
+        app.engine,
+        conversation_id,
+        model=model or None,
+        system_prompt=system_prompt or None,
+        reasoning_effort=effort or None,
+    )
     if not request.headers.get("HX-Request"):
         return _back_to(conversation_id)
     return render_template("_saved.html", model=model or app.settings.chat_model)
@@ -129,6 +139,15 @@ def _filename(title: str, extension: str) -> str:
     return f"{stem}.{extension}"
 
 
+def _thought_markdown(row) -> str:
+    """A thinking model's thought, as a collapsed section before its answer (GitHub and most
+    Markdown viewers show `<details>`)."""
+    if not row.thoughts:
+        return ""
+    summary = "Thought" if row.thought_ms is None else f"Thought for {max(1, round(row.thought_ms / 1000))} s"
+    return f"<details><summary>{summary}</summary>\n\n{row.thoughts.strip()}\n\n</details>\n\n"
+
+
 @bp.get("/c/<int:conversation_id>/export.<any(md, json):fmt>")
 def export(conversation_id: int, fmt: str):
     """Download the conversation as shown (active messages) as Markdown or JSON."""
@@ -150,6 +169,7 @@ def export(conversation_id: int, fmt: str):
                         "model": r.model,
                         "tokens_in": r.tokens_in,
                         "tokens_out": r.tokens_out,
+                        **({"thoughts": r.thoughts, "thought_ms": r.thought_ms} if r.thoughts else {}),
                     }
                     for r in rows
                 ],
@@ -164,7 +184,7 @@ def export(conversation_id: int, fmt: str):
             parts.append(f"> System: {conversation.system_prompt}\n")
         for r in rows:
             heading = "You" if r.role == "user" else f"Assistant ({r.model})" if r.model else "Assistant"
-            parts.append(f"## {heading}\n\n{r.content}\n")
+            parts.append(f"## {heading}\n\n{_thought_markdown(r)}{r.content}\n")
         body = "\n".join(parts)
         mimetype = "text/markdown"
     disposition = f'attachment; filename="{_filename(conversation.title, fmt)}"'

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import gevent
 
-from . import storage
+from . import live_rows
 from .generation import Generation
 from .live import WATCH_RENEW_S, WATCH_TTL_S
 from .outage import STALE_AFTER, DatabaseOutage, Outage
@@ -32,8 +32,8 @@ class RemoteAnswer(TextLog):
     """An answer written by another worker: the listener-facing side of a Generation, fed by the
     database poll and the Redis reader instead of a provider."""
 
-    def __init__(self, key: int, text: str):
-        super().__init__(text)
+    def __init__(self, key: int, text: str, thought: str = "", thought_ms: int | None = None):
+        super().__init__(text, thought=thought, thought_ms=thought_ms)
         self.key = key
         self.ahead: dict[int, str] = {}  # text from Redis past a gap, by offset, until the gap fills
         self.idle_since = time.monotonic()  # when it last had no listener
@@ -49,21 +49,32 @@ class RemoteAnswer(TextLog):
         iterating yet) or may come back (a reload) within FOLLOW_GRACE."""
         return not self.finished and (self.listeners > 0 or now - self.idle_since < FOLLOW_GRACE)
 
-    def update(self, content: str, status: str, error: str | None) -> None:
+    def update(
+        self, content: str, status: str, error: str | None, thought: str = "", thought_ms: int | None = None
+    ) -> None:
         """The row as read from the database (its text lags the owner by up to SAVE_INTERVAL_S)."""
         if self.finished:
             return
-        self._extend(0, content)
+        self._extend(0, thought + content if thought else content)
+        self._thought_until(len(thought), thought_ms)
         if status != Status.STREAMING:
             self.status, self.error = Status(status), error
         self.signal()
 
     def feed(
-        self, offset: int, text: str, notice: str | None = None, status: str | None = None, error: str | None = None
+        self,
+        offset: int,
+        text: str,
+        notice: str | None = None,
+        status: str | None = None,
+        error: str | None = None,
+        thought_length: int = 0,
+        thought_ms: int | None = None,
     ) -> None:
         """One entry of the answer's Redis stream (the caller signals listeners once per read)."""
         if self.finished:
             return
+        self._thought_until(thought_length, thought_ms)
         if text:
             if offset > self.length:
                 self.ahead[offset] = text  # a gap before it (Redis lost entries): kept until filled
@@ -73,6 +84,13 @@ class RemoteAnswer(TextLog):
             self.notice = notice or None
         if status is not None and not self.ahead and offset + len(text) <= self.length:
             self.status, self.error = Status(status), error or None  # else the database poll ends it whole
+
+    def _thought_until(self, thought_length: int, thought_ms: int | None) -> None:
+        """The owner's boundary between thought and answer only grows (see `textlog`)."""
+        if thought_length > self.thought_length:
+            self.thought_length = thought_length
+        if thought_ms is not None:
+            self.thought_ms = thought_ms
 
     def _extend(self, offset: int, text: str) -> None:
         end = offset + len(text)
@@ -132,11 +150,12 @@ class Followers:
         self._reader: gevent.Greenlet | None = None
 
     # -- answers written elsewhere ---------------------------------------------
-    def track(self, message_id: int, text: str) -> RemoteAnswer:
-        """The answer `message_id`, written by another worker, followed here from `text` on."""
+    def track(self, message_id: int, text: str, thought: str = "", thought_ms: int | None = None) -> RemoteAnswer:
+        """The answer `message_id`, written by another worker, followed here from its `thought` and
+        `text` on."""
         remote = self.remote.get(message_id)
         if remote is None:
-            remote = self.remote[message_id] = RemoteAnswer(message_id, text)
+            remote = self.remote[message_id] = RemoteAnswer(message_id, text, thought, thought_ms)
             self.on_track()
             if self.bus is not None:
                 self._ensure_bus_greenlets()
@@ -158,21 +177,21 @@ class Followers:
                 del self.remote[key]
         asked = dict(self.remote)
         # The query yields to other greenlets: answers followed meanwhile are not in its rows (not deleted).
-        rows = storage.read_remote_progress(self.engine, {key: remote.length for key, remote in asked.items()})
+        rows = live_rows.read_remote_progress(self.engine, {key: remote.length for key, remote in asked.items()})
         stale = time.time() - STALE_AFTER
         for key, remote in asked.items():
             row = rows.get(key)
             if row is None:  # deleted meanwhile
-                remote.update(remote.text(), Status.FAILED, "This conversation was deleted.")
+                remote.update(remote.text(), Status.FAILED, "This conversation was deleted.", remote.thought())
             elif (
                 row.status == Status.STREAMING
                 and (row.heartbeat_at or 0) < stale
                 and key not in self.live
                 and self.database.may_judge_heartbeats()
             ):
-                storage.mark_interrupted(self.engine, stale, [key])
+                live_rows.mark_interrupted(self.engine, stale, [key])
             else:
-                remote.update(row.content, row.status, row.error)
+                remote.update(row.content, row.status, row.error, row.thoughts or "", row.thought_ms)
         if rows:
             self.database.ok()
 
@@ -215,6 +234,8 @@ class Followers:
                 outcome,
                 error,
                 published.fresh,
+                generation.thought_length,
+                generation.thought_ms,
             )
         except Exception:  # followers get the end from the database instead
             self.redis.failed()
@@ -226,7 +247,7 @@ class Followers:
                 self.bus.publish_stop(message_id)
             except Exception:
                 self.redis.failed()
-        storage.request_stop(self.engine, message_id)
+        live_rows.request_stop(self.engine, message_id)
 
     # -- Redis: publishing what is written here, reading what is written elsewhere ----------------
     def _ensure_bus_greenlets(self) -> None:
@@ -255,13 +276,13 @@ class Followers:
                 if count == state.index and notice == state.notice and not state.fresh:
                     continue
                 text = "".join(parts[state.index : count]) if count > state.index else ""
-                batch.append((key, state, count, text, notice))
+                batch.append((key, state, count, text, notice, generation.thought_length, generation.thought_ms))
             if not batch:
                 continue
             try:
                 lost = self.bus.publish(
-                    (key, state.offset, text, None if notice == state.notice else notice or "", state.fresh)
-                    for key, state, _, text, notice in batch
+                    (key, state.offset, text, None if notice == state.notice else notice or "", state.fresh, *thought)
+                    for key, state, _, text, notice, *thought in batch
                 )
             except Exception:
                 failures += 1
@@ -269,7 +290,7 @@ class Followers:
                 continue
             failures = 0
             self.redis.ok()
-            for key, state, count, text, notice in batch:
+            for key, state, count, text, notice, *_ in batch:
                 if key in lost:  # Redis restarted: its stream is gone, publish it whole again
                     state.index, state.offset, state.notice, state.fresh = 0, 0, None, True
                 else:
@@ -320,7 +341,13 @@ class Followers:
                 remote.cursor = entries[-1][0]
                 for _, fields in entries:
                     remote.feed(
-                        int(fields.get("o", 0)), fields.get("t", ""), fields.get("n"), fields.get("s"), fields.get("e")
+                        int(fields.get("o", 0)),
+                        fields.get("t", ""),
+                        fields.get("n"),
+                        fields.get("s"),
+                        fields.get("e"),
+                        int(fields.get("h", 0)),
+                        int(fields["d"]) if "d" in fields else None,
                     )
                 remote.signal()
         self.reading = False

@@ -21,6 +21,7 @@ from gevent.event import Event
 from .providers import ProviderError, Usage, counted_usage
 from .status import Status
 from .textlog import TextLog
+from .thoughts import Rethink, Thought
 
 log = logging.getLogger("trickle.generation")
 
@@ -61,8 +62,11 @@ class Generation(TextLog):
         stored: bool = True,
         owner: str | None = None,
         conversation_id: int | None = None,
+        extra_body: dict | None = None,
     ):
         super().__init__()
+        # Request fields for the provider (a reasoning effort), only for one that takes them.
+        self.stream_options = {"extra_body": extra_body} if extra_body else {}
         self.key = key
         self.stored = stored
         self.owner = owner
@@ -83,7 +87,9 @@ class Generation(TextLog):
         self.started_at = time.monotonic()
         self.attempt_started_at = self.started_at
         self.waiting = False  # sleeping before a retry: no first-token deadline
-        self.first_token_at: float | None = None
+        self.first_token_at: float | None = None  # of a thought or the answer: the deadlines' activity
+        self.first_thought_at: float | None = None
+        self.first_text_at: float | None = None
         self.last_token_at: float | None = None
         self.finished_at: float | None = None
 
@@ -106,15 +112,52 @@ class Generation(TextLog):
         # someone waits idle or enough text piled up; otherwise listeners pick it
         # up at their next flush.
         now = time.monotonic()
-        if self.first_token_at is None:
-            self.first_token_at = now
-            self.notice = None
+        if self.first_text_at is None:
+            self._answer_begins(now)
         self.last_token_at = now
         self.parts.append(delta)
         self.length += len(delta)
         if self.idle_waiters or self.length - self._urgent_mark >= self.flush_chars:
             self._urgent_mark = self.length
             self.signal()
+
+    def _answer_begins(self, now: float) -> None:
+        self.first_text_at = now
+        if self.first_token_at is None:
+            self.first_token_at = now
+            self.notice = None
+        if self.thought_length and self.thought_ms is None:
+            self.thought_ms = round((now - self.first_thought_at) * 1000)
+            self.signal()  # the page closes the thought at once
+
+    def _append_thought(self, delta: str) -> None:
+        """A thought is activity for the deadlines; it joins the log only before the answer began
+        (one thought per answer: the log is the thought, then the answer)."""
+        delta = delta.replace("\x00", "")
+        now = time.monotonic()
+        self.last_token_at = now
+        if self.first_token_at is None:
+            self.first_token_at = now
+            self.notice = None
+        if self.first_thought_at is None:
+            self.first_thought_at = now
+        if not delta or self.thought_length != self.length:
+            return
+        self.parts.append(delta)
+        self.length += len(delta)
+        self.thought_length = self.length
+        if self.idle_waiters or self.length - self._urgent_mark >= self.flush_chars:
+            self._urgent_mark = self.length
+            self.signal()
+
+    def _rethink(self) -> None:
+        """The answer so far was a thought (the template opened the tag): the boundary moves past it."""
+        if self.first_text_at is not None:
+            self.first_thought_at = min(self.first_thought_at or self.first_text_at, self.first_text_at)
+        self.first_text_at = None
+        self.thought_ms = None
+        self.thought_length = self.length
+        self.signal()
 
     def _set_notice(self, notice: str | None) -> None:
         self.notice = notice
@@ -190,10 +233,14 @@ class Generation(TextLog):
             while True:
                 self.attempt_started_at = time.monotonic()
                 try:
-                    with closing(self.provider.stream(self.messages, model)) as deltas:
+                    with closing(self.provider.stream(self.messages, model, **self.stream_options)) as deltas:
                         for delta in deltas:
                             if isinstance(delta, str):
                                 self._append(delta)
+                            elif isinstance(delta, Thought):
+                                self._append_thought(delta.text)
+                            elif isinstance(delta, Rethink):
+                                self._rethink()
                             elif isinstance(delta, Usage):
                                 self.usage = delta
                             else:  # a Notice: waiting for something, shown in the bubble
@@ -225,7 +272,7 @@ class Generation(TextLog):
         self.finished_at = time.monotonic()
         self.notice = None
         if self.usage is None:
-            self.usage = counted_usage(self.messages, self.text())
+            self.usage = counted_usage(self.messages, self.logged())
         if self.on_finish is not None:  # saved before any listener can see the end
             try:
                 self.on_finish(self, outcome, error)
@@ -239,7 +286,8 @@ class Generation(TextLog):
     # -- figures for the footnote and the log -------------------------------
     @property
     def ttft_ms(self) -> int | None:
-        return None if self.first_token_at is None else round((self.first_token_at - self.started_at) * 1000)
+        """Time to the answer's first token (a thought's length is `thought_ms` before it)."""
+        return None if self.first_text_at is None else round((self.first_text_at - self.started_at) * 1000)
 
     @property
     def duration_ms(self) -> int | None:

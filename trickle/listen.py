@@ -48,18 +48,30 @@ class Start:
 
     prefix: str
     cursor: int
+    thought_length: int = 0  # how much of `prefix` is the thought
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
     """One write: the text that arrived since the last one (ending at offset `cursor`), the
-    notice if it changed, and the answer once it ended. One per flush, never one per token."""
+    notice if it changed, and the answer once it ended. One per flush, never one per token.
+
+    Of the new text, `thought` (first, ending at `thought_cursor`) is the thought's. `whole_thought`
+    comes once the thought is over (the answer began), or with `rethought` when the answer so far
+    turned out to be a thought (a template opened the tag), with `thinking` if it may still go on.
+    """
 
     cursor: int
     text: str = ""
     notice_changed: bool = False
     notice: str | None = None
     ended: Followed | None = None
+    thought: str = ""
+    thought_cursor: int = 0
+    whole_thought: str | None = None
+    rethought: bool = False
+    thinking: bool = False
+    thought_ms: int | None = None
 
 
 class Ping:
@@ -90,7 +102,9 @@ def follow(followed: Followed, cursor: int, *, flush_interval: float, ping_inter
                 yield PING  # how a client that left is noticed
         index, pending = followed.locate(cursor)
         cursor = min(cursor, followed.length)
-        yield Start(followed.text()[:cursor] if cursor and not followed.finished else "", cursor)
+        boundary = min(followed.thought_length, cursor)  # where the thought ends, as the client knows
+        yield Start(followed.logged()[:cursor] if cursor and not followed.finished else "", cursor, boundary)
+        answering = cursor > boundary  # the client shows answer text (so the thought is over)
         last_write = time.monotonic()
         notice = None
         while True:
@@ -99,17 +113,26 @@ def follow(followed: Followed, cursor: int, *, flush_interval: float, ping_inter
             if index < len(parts):
                 pending += "".join(parts[index:])
                 index = len(parts)
-            cursor += len(pending)
+            start, cursor = cursor, cursor + len(pending)
             noticed = followed.notice != notice
             if noticed:
                 notice = followed.notice
-            if followed.finished and index == len(followed.parts):
-                yield Update(cursor, pending, noticed, notice, followed)
-                return
+            finished = followed.finished and index == len(followed.parts)
+            if pending or finished:
+                thought, text, extra = _thought_split(followed, pending, start, cursor, boundary, answering)
+                if extra:
+                    boundary, answering = extra["thought_cursor"], not extra["thinking"]
+                elif text and not answering:
+                    answering = True
+                if finished:
+                    yield Update(cursor, text, noticed, notice, followed, thought, **extra)
+                    return
+            elif noticed:
+                thought, text, extra = "", "", {}
             if followed.abandoned:
                 return  # the client reconnects to a worker that stays up
             if pending or noticed:
-                yield Update(cursor, pending, noticed, notice)
+                yield Update(cursor, text, noticed, notice, None, thought, **extra)
                 pending = ""
                 last_write = time.monotonic()
                 _wait(followed.wakeup, flush_interval)  # batch: only a burst or the end cuts this short
@@ -138,16 +161,46 @@ def until_begun(followed: Followed, ping_interval: float) -> None:
         wakeup.wait(ping_interval)
 
 
+def _thought_split(followed: Followed, pending: str, start: int, end: int, boundary: int, answering: bool):
+    """Cut the new text `pending` (offsets `start`..`end`) at the thought's end: (thought, answer text,
+    the Update's thought fields). Only a thought's end or a rethink costs more than slicing."""
+    now_boundary = followed.thought_length
+    cut = min(max(now_boundary - start, 0), len(pending))
+    thought, text = pending[:cut], pending[cut:]
+    extra = {"thought_cursor": start + cut} if thought else {}
+    rethought = answering and now_boundary > boundary and start > boundary
+    closing = text and now_boundary > 0 and not answering
+    if rethought or closing:
+        extra.update(
+            thought_cursor=min(now_boundary, end),
+            whole_thought=followed.logged()[:now_boundary],
+            rethought=bool(rethought),
+            thinking=not text,
+            thought_ms=followed.thought_ms,
+        )
+    elif thought:
+        extra["thinking"] = True
+    return thought, text, extra
+
+
 class Encoder:
     """Turns the events of `follow()` into one protocol's wire events, each one string."""
 
-    def start(self, prefix: str, cursor: int) -> str:
+    def start(self, prefix: str, cursor: int, thought_length: int = 0) -> str:
         return ""
 
     def text(self, delta: str, cursor: int) -> str:
         raise NotImplementedError
 
     def notice(self, notice: str | None, cursor: int) -> str:
+        return ""
+
+    def thought(self, delta: str, cursor: int) -> str:
+        """Thought text: not said unless a protocol (or its client) asks."""
+        return ""
+
+    def thought_done(self, event: Update) -> str:
+        """The thought is over (`event.whole_thought`), or the answer so far was one (`event.rethought`)."""
         return ""
 
     def finish(self, followed: Followed, cursor: int) -> str:
@@ -157,6 +210,10 @@ class Encoder:
         """The wire events for one event of `follow()`: none for a ping, or when there is nothing to say."""
         if isinstance(event, Update):
             out = []
+            if event.thought and not event.rethought:
+                out.append(self.thought(event.thought, event.thought_cursor))
+            if event.whole_thought is not None:
+                out.append(self.thought_done(event))
             if event.text:
                 out.append(self.text(event.text, event.cursor))
             if event.notice_changed:
@@ -165,7 +222,7 @@ class Encoder:
                 out.append(self.finish(event.ended, event.ended.length))
             return [wire for wire in out if wire]
         if isinstance(event, Start):
-            head = self.start(event.prefix, event.cursor)
+            head = self.start(event.prefix, event.cursor, event.thought_length)
             return [head] if head else []
         return []
 
@@ -211,28 +268,60 @@ class Shown:
 
 class PageEvents(Encoder):
     """The chat page's events: `block` (a finished markdown block), `delta` (tail text),
-    `status` (e.g. retrying…) and `done` (the final message fragment)."""
+    `status` (e.g. retrying…) and `done` (the final message fragment); for a thought, `thought-block`
+    and `thought-delta` the same way, and `thought-state` (the disclosure, opened or closed).
 
-    def __init__(self, message_id: int, render_final: Callable[[Followed, Shown | None], str]):
+    `render_thought(thought, thinking, thought_ms)` renders `_thought.html`.
+    """
+
+    def __init__(
+        self,
+        message_id: int,
+        render_final: Callable[[Followed, Shown | None], str],
+        render_thought: Callable[[str, bool, int | None], str],
+    ):
         self.message_id = message_id
         self.render_final = render_final
+        self.render_thought = render_thought
         self.splitter = Splitter()
+        self.thoughts = Splitter()
         self.in_step = False  # the page's blocks are the splitter's: true when the stream began at its cursor
 
-    def start(self, prefix: str, cursor: int) -> str:
-        self.splitter = Splitter(prefix)  # the page already shows this much
+    def start(self, prefix: str, cursor: int, thought_length: int = 0) -> str:
+        # The page already shows this much.
+        self.thoughts = Splitter(prefix[:thought_length])
+        self.splitter = Splitter(prefix[thought_length:])
         self.in_step = len(prefix) == cursor
         return ""
 
     def text(self, delta: str, cursor: int) -> str:
-        blocks = self.splitter.feed(delta)
+        return self._stream(self.splitter, delta, cursor, "")
+
+    def thought(self, delta: str, cursor: int) -> str:
+        # Into the open disclosure every streaming bubble has (hidden while empty): an element swapped
+        # in would miss the events that come before htmx has processed it.
+        return self._stream(self.thoughts, delta, cursor, "thought-")
+
+    def thought_done(self, event: Update) -> str:
+        html = self.render_thought(event.whole_thought, event.thinking, event.thought_ms)
+        if event.thinking:
+            self.thoughts = Splitter(event.whole_thought)
+        if event.rethought:  # what the page shows as the answer was the thought: empty the answer
+            self.splitter = Splitter()
+            html += f'<div id="blocks-{self.message_id}" hx-swap-oob="innerHTML"></div>' + self._tail_html(
+                self.splitter, ""
+            )
+        return sse.event(html, "thought-state", event.thought_cursor)
+
+    def _tail_html(self, splitter: Splitter, kind: str) -> str:
+        """The new tail, swapped into the page's (which keeps listening for deltas)."""
+        return f'<span id="{kind}tail-{self.message_id}" hx-swap-oob="innerHTML">{escape(splitter.tail)}</span>'
+
+    def _stream(self, splitter: Splitter, delta: str, cursor: int, kind: str) -> str:
+        blocks = splitter.feed(delta)
         if not blocks:
-            return sse.event(str(escape(delta)), "delta", cursor)
-        tail = (
-            f'<span class="tail" id="tail-{self.message_id}" hx-swap-oob="true" sse-swap="delta" '
-            f'hx-swap="beforeend" hx-target="this">{escape(self.splitter.tail)}</span>'
-        )
-        return sse.event("".join(blocks) + tail, "block", cursor)
+            return sse.event(str(escape(delta)), f"{kind}delta", cursor)
+        return sse.event("".join(blocks) + self._tail_html(splitter, kind), f"{kind}block", cursor)
 
     def notice(self, notice: str | None, cursor: int) -> str:
         return sse.event(str(escape(notice or "")), "status", cursor)
@@ -244,7 +333,17 @@ class PageEvents(Encoder):
 
 
 class ApiEvents(Encoder):
-    """The reference Express relay's protocol: `data: {"content": …}` events, then `data: [DONE]`."""
+    """The reference Express relay's protocol: `data: {"content": …}` events, then `data: [DONE]`.
+
+    Thoughts only for a client that asks (`"reasoning": true`), as `data: {"reasoning": …}`: the
+    reference client appends the `content` of every event, and would print "undefined".
+    """
+
+    def __init__(self, reasoning: bool = False):
+        self.reasoning = reasoning
+
+    def thought(self, delta: str, cursor: int) -> str:
+        return f"data: {json.dumps({'reasoning': delta}, ensure_ascii=False)}\n\n" if self.reasoning else ""
 
     def text(self, delta: str, cursor: int) -> str:
         return f"data: {json.dumps({'content': delta}, ensure_ascii=False)}\n\n"

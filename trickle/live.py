@@ -9,6 +9,9 @@ the answer's text in order, each with its character offset:
     {"o": "340", "t": "the rest", "s": "done"}     the end: the outcome ("e": its error), written
                                                    only once the answer is saved in the database
 
+A thinking model's thought is the text's first "h" characters (its log's `thought_length`, given
+whenever it is not 0) and "d" how long it thought, once known: the text itself is carried alike.
+
 A stream rather than pub/sub because a listener that attaches late (a reload, a reconnect with
 Last-Event-ID, a second tab) reads the stream from its start and is caught up at once, and a
 listener that lost its connection re-reads it; the offsets make every entry idempotent, so
@@ -49,6 +52,13 @@ def namespace(database_url, override: str | None = None) -> str:
     return "trickle:" + hashlib.sha1(where.encode()).hexdigest()[:10] + ":"
 
 
+def _thought_fields(thought_length: int = 0, thought_ms: int | None = None) -> dict:
+    fields = {"h": thought_length} if thought_length else {}
+    if thought_ms is not None:
+        fields["d"] = thought_ms
+    return fields
+
+
 class Bus:
     """The Redis side of live signals: publishing, and one blocking read per worker."""
 
@@ -87,8 +97,9 @@ class Bus:
         """A new generation of this message (a Retry reuses the id): drop the old one's stream."""
         self.client.delete(self.answer_key(message_id))
 
-    def publish(self, batch: Iterable[tuple[int, int, str, str | None, bool]]) -> set[int]:
-        """Append (message id, offset, text, notice or None if unchanged, fresh) in one round trip.
+    def publish(self, batch: Iterable[tuple]) -> set[int]:
+        """Append (message id, offset, text, notice or None if unchanged, fresh[, thought length, thought
+        ms]) in one round trip.
 
         A fresh answer's stream is (re)created from offset 0; the others are appended to only if
         their stream still exists (NOMKSTREAM): the ids returned lost theirs (Redis restarted or
@@ -96,9 +107,9 @@ class Bus:
         """
         pipe = self.client.pipeline(transaction=False)
         appended = []  # (message id, index of its XADD's result)
-        for message_id, offset, text, notice, fresh in batch:
+        for message_id, offset, text, notice, fresh, *thought in batch:
             key = self.answer_key(message_id)
-            fields = {"o": offset, "t": text}
+            fields = {"o": offset, "t": text, **_thought_fields(*thought)}
             if notice is not None:
                 fields["n"] = notice
             if fresh:
@@ -111,12 +122,14 @@ class Bus:
         results = pipe.execute()
         return {message_id for message_id, index in appended if results[index] is None}
 
-    def publish_end(self, message_id: int, offset: int, text: str, status: str, error: str | None, fresh: bool) -> None:
+    def publish_end(
+        self, message_id: int, offset: int, text: str, status: str, error: str | None, fresh: bool, *thought
+    ) -> None:
         key = self.answer_key(message_id)
         pipe = self.client.pipeline(transaction=False)
         if fresh:
             pipe.delete(key)
-        pipe.xadd(key, {"o": offset, "t": text, "s": status, "e": error or ""})
+        pipe.xadd(key, {"o": offset, "t": text, "s": status, "e": error or "", **_thought_fields(*thought)})
         pipe.expire(key, ENDED_TTL)
         pipe.execute()
 

@@ -21,6 +21,7 @@ from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
 from .providers import Delta, DemoModel, Notice, ProviderError, Usage, counted_usage
+from .thoughts import DeltaReader, Rethink
 
 log = logging.getLogger("trickle.local")
 
@@ -212,6 +213,7 @@ class LocalModel:
         thread = gevent.get_hub().threadpool.spawn(produce)
         sent = []
         usage = None
+        reader = DeltaReader()
         try:
             while True:
                 answer.ready.wait()
@@ -219,6 +221,7 @@ class LocalModel:
                 while answer.pending:
                     item = answer.pending.popleft()
                     if item is None:
+                        yield from reader.end()
                         yield usage or counted_usage(messages, "".join(sent))
                         return
                     if isinstance(item, Exception):
@@ -229,10 +232,10 @@ class LocalModel:
                         counts = item["usage"]
                         usage = Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0)
                     for choice in item.get("choices") or ():
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            sent.append(content)
-                            yield content
+                        for delta in reader.read(choice.get("delta") or {}):  # thoughts too, in any dialect
+                            if not isinstance(delta, Rethink):
+                                sent.append(delta if isinstance(delta, str) else delta.text)
+                            yield delta
         finally:
             answer.stopped = True  # Stop, a deadline or a closed page: llama.cpp ends it at its next token
             gevent.spawn(_close_when_done, thread, answer)

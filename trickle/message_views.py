@@ -16,6 +16,8 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
     """
     status = live.status if live is not None else row.status
     text = live.text() if live is not None else row.content
+    thought = live.thought() if live is not None else (row.thoughts or "")
+    thought_ms = live.thought_ms if live is not None else row.thought_ms
     view = {
         "id": row.id,
         "role": row.role,
@@ -28,14 +30,17 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
         "ttft_ms": row.ttft_ms,
         "duration_ms": row.duration_ms,
         "tokens_per_s": _tokens_per_second(row),
+        "first_thought_ms": _first_thought_ms(row),
         "siblings": siblings or [row.id],
     }
+    if row.role == "assistant":
+        view.update(thought_view(row.id, status, thought, thought_ms, not text))
     if status == Status.STREAMING:
         splitter = Splitter()
         view.update(
             blocks=splitter.feed(text),
             tail=splitter.tail,
-            cursor=len(text),
+            cursor=len(thought) + len(text),
             notice=live.notice if live is not None else None,
         )
     elif row.role == "assistant":
@@ -43,10 +48,36 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
     return view
 
 
+def thought_view(message_id: int, status: str, thought: str, thought_ms: int | None, thinking: bool) -> dict:
+    """What `_thought.html` needs: the disclosure open and fed live while the model thinks (or may
+    yet: hidden while empty), closed ("Thought for N s") once the answer began."""
+    view = {
+        "id": message_id,
+        "status": status,
+        "thought": thought,
+        "thinking": thinking and status == Status.STREAMING,
+        "thought_s": None if thought_ms is None else max(1, round(thought_ms / 1000)),
+    }
+    if view["thinking"]:
+        splitter = Splitter()
+        view.update(thought_blocks=splitter.feed(thought), thought_tail=splitter.tail)
+    elif thought:
+        view["thought_html"] = render_markdown(thought)
+    return view
+
+
+def _first_thought_ms(row) -> int | None:
+    """The time to the first thought: the answer's first token came `thought_ms` after it."""
+    if row.ttft_ms is None or not row.thought_ms:
+        return None
+    return max(0, row.ttft_ms - row.thought_ms)
+
+
 def _tokens_per_second(row) -> float | None:
     if not row.tokens_out or row.duration_ms is None or row.ttft_ms is None:
         return None
-    seconds = (row.duration_ms - row.ttft_ms) / 1000
+    # The tokens out include the thought's: they count from the first thought on.
+    seconds = (row.duration_ms - row.ttft_ms + (row.thought_ms or 0)) / 1000
     return round(row.tokens_out / seconds, 1) if seconds > 0 else None
 
 

@@ -18,6 +18,7 @@ import openai
 
 from .providers import Delta, ProviderError, Usage, counted_usage
 from .settings import Settings
+from .thoughts import DeltaReader, Rethink
 
 CHECK_TIMEOUT_S = 3.0  # the start-up look at /models: a dead address must not hold a worker's start for long
 RECHECK_S = 60.0  # a problem shown on the page is looked at again this often (in the background)
@@ -107,13 +108,16 @@ class OpenAICompatible:
             default_headers=dict(endpoint.headers) or None,
         )
 
-    def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
-        """Yield content deltas as they arrive, then the usage record.
+    def stream(self, messages: list[dict], model: str, extra_body: dict | None = None) -> Iterator[Delta]:
+        """Yield content deltas as they arrive, then the usage record. `extra_body`: more request
+        fields (a reasoning effort, see `reasoning.py`).
 
         Reads the raw SSE lines instead of building a model object per chunk: the
         per-token cost is most of what a relay spends.
         """
         extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        if extra_body:
+            extra["extra_body"] = extra_body
         try:
             with self.client.chat.completions.with_streaming_response.create(
                 model=model,
@@ -206,6 +210,7 @@ def _parse_sse(payloads: Iterator[bytes], messages: list[dict]) -> Iterator[Delt
     usage = None
     sent = []
     finish_reason = None
+    reader = DeltaReader()  # thoughts in every dialect: reasoning fields and tags in the content
     for data in payloads:
         if data == b"[DONE]":
             break
@@ -217,16 +222,17 @@ def _parse_sse(payloads: Iterator[bytes], messages: list[dict]) -> Iterator[Delt
         if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                sent.append(content)
-                yield content
+            for delta in reader.read(choice.get("delta") or {}):
+                if not isinstance(delta, Rethink):  # thoughts count as output tokens too
+                    sent.append(delta if isinstance(delta, str) else delta.text)
+                yield delta
             finish_reason = choice.get("finish_reason") or finish_reason
             if finish_reason == "error":
                 raise ProviderError("The provider ended the answer with an error.")
     else:
         if finish_reason is None:  # some servers skip [DONE], but none skip finish_reason
             raise ProviderError("The provider closed the stream before the answer was complete.")
+    yield from reader.end()
     if usage:
         yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
     else:

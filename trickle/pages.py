@@ -9,7 +9,7 @@ from markupsafe import Markup
 
 from . import answers, database, ledger, limits, open_streams, sse, storage
 from .listen import PageEvents, Shown, sse_stream
-from .message_views import answer_view, conversation_views, message_view
+from .message_views import answer_view, conversation_views, message_view, thought_view
 from .render import render_markdown, renders_by_blocks
 from .security import current_owner
 from .status import Status
@@ -151,21 +151,23 @@ def message_events(message_id: int):
     followed = app.registry.get(message_id)
     if followed is None:
         if row.status == Status.STREAMING:  # written by another worker: follow it from here
-            followed = app.registry.followers.track(message_id, row.content)
+            followed = app.registry.followers.track(message_id, row.content, row.thoughts or "", row.thought_ms)
         else:
-            followed = EndedMessage(row.content, row.status, row.error)
+            followed = EndedMessage(row.content, row.status, row.error, row.thoughts or "", row.thought_ms)
+    render_final, render_thought = _stream_renderers(message_id)
     stream = sse_stream(
         followed,
         cursor,
-        PageEvents(message_id, _final_renderer(message_id)),
+        PageEvents(message_id, render_final, render_thought),
         flush_interval=app.settings.flush_interval,
         ping_interval=app.settings.ping_interval,
     )
     return Response(open_streams.held(stream), headers=sse.HEADERS)  # a 429 past MAX_STREAMS_PER_*
 
 
-def _final_renderer(message_id: int):
-    """Render the final bubble after the request is gone: reads nothing from `request` later."""
+def _stream_renderers(message_id: int):
+    """Render the thought disclosure and the final bubble after the request is gone: they read
+    nothing from `request` later."""
     app = current_app._get_current_object()
     environ = {
         key: request.environ[key]
@@ -175,7 +177,7 @@ def _final_renderer(message_id: int):
     environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
     token = session.get("csrf", "")
 
-    def render(_followed, shown: Shown | None) -> str:
+    def render_final(_followed, shown: Shown | None) -> str:
         with app.request_context(environ):
             session["csrf"] = token  # the forms in the fragment carry this page's token
             state = app.extensions["trickle"]
@@ -192,7 +194,12 @@ def _final_renderer(message_id: int):
                 fragment += render_template("_title.html", conversation=conversation, oob=True)
             return fragment
 
-    return render
+    def render_thought(thought: str, thinking: bool, thought_ms: int | None) -> str:
+        with app.request_context(environ):
+            view = thought_view(message_id, Status.STREAMING, thought, thought_ms, thinking)
+            return render_template("_thought.html", m=view).strip()
+
+    return render_final, render_thought
 
 
 def _kept_blocks(row, shown: Shown | None) -> Markup | None:
@@ -200,7 +207,9 @@ def _kept_blocks(row, shown: Shown | None) -> Markup | None:
     rendering only the tail: a long answer's end is then a small swap, not a new page's worth of
     HTML to parse and lay out. None when the page may not hold exactly the final render's blocks."""
     text = row.content or ""
-    if shown is None or shown.length != len(text) or not shown.tail or len(shown.tail) == len(text):
+    if shown is None or shown.length != len(row.thoughts or "") + len(text):
+        return None
+    if not shown.tail or len(shown.tail) == len(text):
         return None
     if not text.endswith(shown.tail) or not renders_by_blocks(text):
         return None

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from .thoughts import Rethink, Thought
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -44,7 +46,7 @@ class Notice:
     text: str | None
 
 
-Delta = str | Usage | Notice
+Delta = str | Thought | Rethink | Usage | Notice
 
 
 def estimate_tokens(text: str) -> int:

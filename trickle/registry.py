@@ -13,7 +13,7 @@ import time
 
 import gevent
 
-from . import database, ledger, metrics, pricing, storage
+from . import database, ledger, live_rows, metrics, pricing
 from .followers import Followers
 from .generation import Generation
 from .outage import STALE_AFTER, DatabaseOutage
@@ -54,6 +54,7 @@ class Registry:
         stored: bool = True,
         owner: str | None = None,
         conversation_id: int | None = None,
+        extra_body: dict | None = None,
     ) -> Generation:
         """Start a generation; `stored` ones save progress and outcome under message id `key`."""
         if self.draining:
@@ -74,6 +75,7 @@ class Registry:
             stored=stored,
             owner=owner,
             conversation_id=conversation_id,
+            extra_body=extra_body,
         )
         metrics.ACTIVE_STREAMS.inc()
         self.live[key] = generation
@@ -108,7 +110,7 @@ class Registry:
         # up to FINISH_RETRY_S. Listeners see the end only after this (`Generation._finish`).
         saved = self._retrying(
             f"saving message {generation.key}",
-            lambda: storage.finish_message(
+            lambda: live_rows.finish_message(
                 self.engine,
                 generation.key,
                 generation.text(),
@@ -120,6 +122,8 @@ class Registry:
                 duration_ms=generation.duration_ms,
                 cost=cost,
                 model=generation.model,
+                thoughts=generation.thought(),
+                thought_ms=generation.thought_ms,
             ),
         )
         self.followers.published_end(generation, outcome, error, saved)
@@ -247,11 +251,11 @@ class Registry:
         if not stored:
             return
         changed = [g for g in stored if g.length != self._saved_length[g.key]]
-        storage.save_progress(self.engine, [(g.key, g.text()) for g in changed])
-        storage.touch_heartbeats(self.engine, [g.key for g in stored if g not in changed])
+        live_rows.save_progress(self.engine, [(g.key, g.text(), g.thought(), g.thought_ms) for g in changed])
+        live_rows.touch_heartbeats(self.engine, [g.key for g in stored if g not in changed])
         for g in changed:
             self._saved_length[g.key] = g.length
-        signals = storage.read_signals(self.engine, [g.key for g in stored])
+        signals = live_rows.read_signals(self.engine, [g.key for g in stored])
         wall = time.time()
         # Followers touch `watched_at` at every poll: every 0.1 s, or every SAVE_INTERVAL_S through Redis.
         fresh = max(2.0, 2 * self.settings.save_interval + 0.5) if self.bus is not None else 2.0
@@ -274,7 +278,7 @@ class Registry:
             database.ping(self.engine)
             self.database.ok()
             return 0
-        count = storage.mark_interrupted(self.engine, time.time() - STALE_AFTER)
+        count = live_rows.mark_interrupted(self.engine, time.time() - STALE_AFTER)
         self.database.ok()
         if count:
             log.warning("marked %d orphaned answer(s) as interrupted", count)

@@ -46,6 +46,7 @@ class Settings:
     max_content_length: int  # bytes of one request body
     max_tokens: int | None
     demo_delay: float  # seconds between the demo model's tokens
+    reasoning_effort: str | None  # low, medium, high or off (Ollama), where a conversation sets none
     app_name: str
     app_logo: str | None  # a URL or a path under /static
     welcome_message: str
@@ -222,6 +223,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MODEL_TITLES", "model_titles", flag, "true", "a real provider names new conversations"),
     Setting("TITLE_MODEL", "title_model", text, None, "the model that names them, if not the chat's own"),
     Setting("TEMPERATURE", "temperature", number(0), "0.7", "sampling temperature sent upstream"),
+    Setting("REASONING_EFFORT", "reasoning_effort", choice("low", "medium", "high", "off"), None,
+            "a thinking model's effort where a conversation sets none; unset, the provider's own"),
     Setting("MAX_TOKENS", "max_tokens", whole(1), None, "max_tokens sent upstream"),
     Setting("LOCAL_MODEL_PATH", "local_model_path", existing_file, None, "a .gguf file for the local model"),
     # Half the cores: llama.cpp's threads wait for each other, so one that the event loop (or anything else)

@@ -10,7 +10,6 @@ never by `create_all`: a change here needs a new migration.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -29,6 +28,7 @@ conversations = sa.Table(
     sa.Column("system_prompt", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("reasoning_effort", sa.String(16)),  # None: REASONING_EFFORT's default
 )
 
 # status: "streaming" while a generation owns the row, then how it ended:
@@ -59,10 +59,12 @@ messages = sa.Table(
     sa.Column("reply_to", sa.Integer),
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     sa.Column("cost", sa.Float),  # estimated USD, from MODEL_PRICES
+    sa.Column("thoughts", sa.Text),  # a thinking model's thought, apart: search and history never see it
+    sa.Column("thought_ms", sa.Integer),  # how long it thought before the answer began
 )
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 
 def create_conversation(
@@ -103,8 +105,9 @@ def list_conversations(engine: Engine, owner: str | None = None, search: str | N
 
 
 def update_conversation(engine: Engine, conversation_id: int, **values) -> None:
-    """Rename, or set the model or system prompt (only the given columns change)."""
-    allowed = {key: value for key, value in values.items() if key in ("title", "model", "system_prompt")}
+    """Rename, or set the model, system prompt or reasoning effort (only the given columns change)."""
+    settable = ("title", "model", "system_prompt", "reasoning_effort")
+    allowed = {key: value for key, value in values.items() if key in settable}
     with engine.begin() as db:
         db.execute(conversations.update().where(conversations.c.id == conversation_id).values(**allowed))
 
@@ -248,6 +251,8 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
             .where(messages.c.id == message_id)
             .values(
                 content="",
+                thoughts=None,
+                thought_ms=None,
                 status=Status.STREAMING,
                 error=None,
                 model=model,
@@ -280,64 +285,11 @@ def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> lis
     return history
 
 
-def save_progress(engine: Engine, progress: Iterable[tuple[int, str]]) -> None:
-    """Save the text so far of several live answers in one transaction (and mark them alive).
-
-    Only rows still streaming: a save that waited for a connection while its answer ended must not
-    put an older text over the final one.
-    """
-    # In id order, as PostgreSQL locks the rows of `id IN (…)` updates: two savers never deadlock.
-    rows = sorted(({"mid": mid, "content": content} for mid, content in progress), key=lambda row: row["mid"])
-    if not rows:
-        return
-    now = time.time()
-    statement = (
-        messages.update()
-        .where(messages.c.id == sa.bindparam("mid"), messages.c.status == Status.STREAMING)
-        .values(content=sa.bindparam("content"), heartbeat_at=now)
-    )
-    with engine.begin() as db:
-        db.execute(statement, rows)
-
-
-def touch_heartbeats(engine: Engine, message_ids: Iterable[int]) -> None:
-    ids = list(message_ids)
-    if ids:
-        with engine.begin() as db:
-            db.execute(messages.update().where(messages.c.id.in_(ids)).values(heartbeat_at=time.time()))
-
-
-def finish_message(
-    engine: Engine,
-    message_id: int,
-    content: str,
-    status: str,
-    error: str | None = None,
-    tokens_in: int | None = None,
-    tokens_out: int | None = None,
-    ttft_ms: int | None = None,
-    duration_ms: int | None = None,
-    cost: float | None = None,
-    model: str | None = None,
-) -> None:
-    extra = {"model": model} if model else {}
-    with engine.begin() as db:
-        db.execute(
-            messages.update()
-            .where(messages.c.id == message_id)
-            .values(
-                **extra,
-                content=content,
-                status=status,
-                error=error,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                ttft_ms=ttft_ms,
-                duration_ms=duration_ms,
-                cost=cost,
-                heartbeat_at=time.time(),
-            )
-        )
+def reasoning_effort(engine: Engine, conversation_id: int) -> str | None:
+    """The conversation's own reasoning effort (None: the REASONING_EFFORT setting's)."""
+    query = sa.select(conversations.c.reasoning_effort).where(conversations.c.id == conversation_id)
+    with engine.connect() as db:
+        return db.execute(query).scalar()
 
 
 def count_streaming(engine: Engine, owner: str) -> int:
@@ -355,59 +307,3 @@ def count_messages(engine: Engine, conversation_id: int) -> int:
     query = sa.select(sa.func.count()).where(messages.c.conversation_id == conversation_id, messages.c.active)
     with engine.connect() as db:
         return int(db.execute(query).scalar_one())
-
-
-def request_stop(engine: Engine, message_id: int) -> None:
-    """Ask whichever worker owns the generation to stop it (it checks at every save)."""
-    with engine.begin() as db:
-        db.execute(
-            messages.update()
-            .where(messages.c.id == message_id, messages.c.status == Status.STREAMING)
-            .values(stop_requested=True)
-        )
-
-
-def read_signals(engine: Engine, message_ids: Iterable[int]) -> dict[int, tuple[bool, float | None]]:
-    """For live answers owned here: (stop requested elsewhere, last time a remote listener was seen)."""
-    ids = list(message_ids)
-    if not ids:
-        return {}
-    query = sa.select(messages.c.id, messages.c.stop_requested, messages.c.watched_at).where(messages.c.id.in_(ids))
-    with engine.connect() as db:
-        return {row.id: (bool(row.stop_requested), row.watched_at) for row in db.execute(query)}
-
-
-def read_remote_progress(engine: Engine, cursors: dict[int, int]):
-    """For answers followed from another worker: text past each cursor, status, error, heartbeat."""
-    if not cursors:
-        return {}
-    ids = list(cursors)
-    query = sa.select(
-        messages.c.id, messages.c.content, messages.c.status, messages.c.error, messages.c.heartbeat_at
-    ).where(messages.c.id.in_(ids))
-    now = time.time()
-    with engine.begin() as db:
-        rows = db.execute(query).all()
-        db.execute(
-            messages.update()
-            .where(messages.c.id.in_(ids), messages.c.status == Status.STREAMING)
-            .values(watched_at=now)
-        )
-    return {row.id: row for row in rows}
-
-
-def mark_interrupted(engine: Engine, stale_before: float, message_ids: Iterable[int] | None = None) -> int:
-    """Close answers left "streaming" by a worker that died (no heartbeat since `stale_before`)."""
-    condition = sa.and_(
-        messages.c.status == Status.STREAMING,
-        sa.or_(messages.c.heartbeat_at.is_(None), messages.c.heartbeat_at < stale_before),
-    )
-    if message_ids is not None:
-        condition = sa.and_(condition, messages.c.id.in_(list(message_ids)))
-    with engine.begin() as db:
-        result = db.execute(
-            messages.update()
-            .where(condition)
-            .values(status=Status.INTERRUPTED, error="The server restarted while this answer was being written.")
-        )
-        return result.rowcount

@@ -1,5 +1,10 @@
 """What a listener follows: an answer's append-only text log, how it stands, and a wake-up.
 
+The log holds a thinking model's thought, then its answer, in one offset space: its first
+`thought_length` characters are the thought. Offsets never change, so a cursor means the same
+wherever it is resumed; when a template opened the thought tag (only `</think>` arrives), the
+text so far becomes the thought by moving that boundary, not the text.
+
 Three things play that role: a `Generation` written in this worker, a `RemoteAnswer`
 written elsewhere and followed (`followers.py`), and an `EndedMessage` read from the
 database. They share `TextLog`; `listen.follow` relies on `Followed` alone.
@@ -20,6 +25,8 @@ class Followed(Protocol):
 
     parts: list[str]  # the log, only ever appended to: listeners hold indexes into it
     length: int  # characters in `parts`; offsets (cursors) count characters
+    thought_length: int  # the log's first characters that are the thought (only ever grows)
+    thought_ms: int | None  # how long the model thought, once its answer began
     status: Status
     error: str | None
     notice: str | None  # e.g. "Retrying in 2 s…", shown while waiting
@@ -32,6 +39,10 @@ class Followed(Protocol):
 
     def text(self) -> str: ...
 
+    def thought(self) -> str: ...
+
+    def logged(self) -> str: ...
+
     def locate(self, cursor: int) -> tuple[int, str]: ...
 
     def attach(self) -> None: ...
@@ -42,9 +53,19 @@ class Followed(Protocol):
 class TextLog:
     """The shared implementation of `Followed`; subclasses decide what feeds the log."""
 
-    def __init__(self, text: str = "", status: Status = Status.STREAMING, error: str | None = None):
-        self.parts: list[str] = [text] if text else []
-        self.length = len(text)
+    def __init__(
+        self,
+        text: str = "",
+        status: Status = Status.STREAMING,
+        error: str | None = None,
+        thought: str = "",
+        thought_ms: int | None = None,
+    ):
+        logged = thought + text
+        self.parts: list[str] = [logged] if logged else []
+        self.length = len(logged)
+        self.thought_length = len(thought)
+        self.thought_ms = thought_ms
         self.status = status
         self.error = error
         self.notice: str | None = None
@@ -57,8 +78,17 @@ class TextLog:
     def finished(self) -> bool:
         return self.status != Status.STREAMING
 
-    def text(self) -> str:
+    def logged(self) -> str:
+        """The whole log: the thought, then the answer."""
         return "".join(self.parts)  # never merged in place: listeners hold indexes into parts
+
+    def text(self) -> str:
+        """The answer's text (without the thought)."""
+        logged = self.logged()
+        return logged[self.thought_length :] if self.thought_length else logged
+
+    def thought(self) -> str:
+        return self.logged()[: self.thought_length] if self.thought_length else ""
 
     def locate(self, cursor: int) -> tuple[int, str]:
         """Where a listener at `cursor` resumes: (part index, text it has not seen of that part)."""
@@ -86,8 +116,10 @@ class TextLog:
 class EndedMessage(TextLog):
     """A finished answer read from the database: a listener's only event is its end."""
 
-    def __init__(self, text: str, status: str, error: str | None = None):
-        super().__init__(text or "", Status(status), error)
+    def __init__(
+        self, text: str, status: str, error: str | None = None, thought: str = "", thought_ms: int | None = None
+    ):
+        super().__init__(text or "", Status(status), error, thought or "", thought_ms)
 
     def locate(self, cursor: int) -> tuple[int, str]:
         return len(self.parts), ""  # nothing to replay: its final render replaces what the client holds

@@ -9,6 +9,8 @@ before it was a thought, which `TagSplitter` says with a `RETHINK` piece.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 THOUGHT = "thought"
 TEXT = "text"
 RETHINK = "rethink"  # everything given as TEXT so far was a thought (the template opened the tag)
@@ -121,9 +123,14 @@ class TagSplitter:
             self.state = "answer"
 
     def _answer(self, pieces: list[Piece]) -> None:
-        if self.thought_seen:  # one thought per answer: any later tag is just text
+        # One thought per answer: any later tag is just text. No tag starts without `<` or `◁`: the
+        # usual token is tested cheaply.
+        if self.thought_seen:
             pieces.append((TEXT, self.pending))
             self.pending = ""
+            return
+        if "<" not in self.pending and "◁" not in self.pending:
+            self._text(pieces, len(self.pending))
             return
         found = _find(self.pending, _CLOSINGS)
         if found is None:
@@ -148,3 +155,80 @@ class TagSplitter:
         if text:
             pieces.append((TEXT, text))
             self.last_char = text[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """A delta of thought text from the provider, beside the answer's `str` deltas."""
+
+    text: str
+
+
+class Rethink:
+    """Everything streamed as answer text so far was a thought (the template opened the tag)."""
+
+    def __repr__(self) -> str:
+        return "RETHOUGHT"
+
+
+RETHOUGHT = Rethink()
+
+_REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek, vLLM, llama.cpp, LM Studio; OpenRouter, Ollama
+
+
+def _details_text(details) -> str:
+    """OpenRouter's `reasoning_details`: the text of its `reasoning.text` and `reasoning.summary` parts
+    (encrypted ones carry nothing to show)."""
+    if not isinstance(details, list):
+        return ""
+    out = []
+    for detail in details:
+        if isinstance(detail, dict):
+            text = detail.get("text") if detail.get("type") == "reasoning.text" else detail.get("summary")
+            if isinstance(text, str):
+                out.append(text)
+    return "".join(out)
+
+
+class DeltaReader:
+    """Turns the `delta` objects of one streamed chat completion into answer text (`str`),
+    `Thought`s and `RETHOUGHT`, whatever dialect the server speaks."""
+
+    __slots__ = ("tags",)
+
+    def __init__(self):
+        self.tags = TagSplitter()
+
+    def read(self, delta: dict) -> list:
+        out = []
+        for field in _REASONING_FIELDS:
+            reasoning = delta.get(field)
+            if reasoning and isinstance(reasoning, str):
+                out.append(Thought(reasoning))
+                break  # OpenRouter sends the same text in `reasoning` and `reasoning_details`
+        else:
+            details = delta.get("reasoning_details")
+            if details:
+                text = _details_text(details)
+                if text:
+                    out.append(Thought(text))
+        content = delta.get("content")
+        if content:
+            self._pieces(self.tags.feed(content), out)
+        return out
+
+    def end(self) -> list:
+        """What the tag splitter held back, once the stream ended."""
+        out = []
+        self._pieces(self.tags.end(), out)
+        return out
+
+    @staticmethod
+    def _pieces(pieces: list[Piece], out: list) -> None:
+        for kind, text in pieces:
+            if kind == TEXT:
+                out.append(text)
+            elif kind == THOUGHT:
+                out.append(Thought(text))
+            else:
+                out.append(RETHOUGHT)

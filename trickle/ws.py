@@ -90,11 +90,15 @@ def _message(event: dict) -> str:
 class SocketEvents(Encoder):
     """Encoder for `follow()`: JSON events, each sent as one WebSocket message."""
 
-    def __init__(self):
+    def __init__(self, reasoning: bool = False):
         self.ended = False
+        self.reasoning = reasoning  # the request asked for the thought ("reasoning": true)
 
     def text(self, delta: str, cursor: int) -> str:
         return _message({"type": "token", "content": delta})
+
+    def thought(self, delta: str, cursor: int) -> str:
+        return _message({"type": "reasoning", "content": delta}) if self.reasoning else ""
 
     def notice(self, notice: str | None, cursor: int) -> str:
         return _message({"type": "status", "message": notice}) if notice else ""
@@ -222,10 +226,11 @@ class ChatSocket:
             raise BadChatRequest(429, refused)
         generation = answers.answer_unstored(messages, model)
         self.current = generation
-        self.forwarder = gevent.spawn(self.forward, generation)
+        reasoning = isinstance(body, dict) and body.get("reasoning") is True  # thoughts only when asked
+        self.forwarder = gevent.spawn(self.forward, generation, reasoning)
 
-    def forward(self, generation) -> None:
-        encoder = SocketEvents()
+    def forward(self, generation, reasoning: bool = False) -> None:
+        encoder = SocketEvents(reasoning)
         settings = self.app.settings
         try:
             with closing(
