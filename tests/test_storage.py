@@ -354,12 +354,12 @@ def test_an_answer_followed_while_the_poll_is_in_flight_is_not_taken_for_deleted
         followers.track(second, "")  # what a request does while the query waits for the database
         return rows
 
-    monkeypatch.setattr(storage, "read_remote_progress", read_while_a_request_follows_another)
+    monkeypatch.setattr(live_rows, "read_remote_progress", read_while_a_request_follows_another)
     try:
         followers.poll()
         assert not followers.remote[first].finished and not followers.remote[second].finished
         storage.delete_conversation(engine, conversation)  # deleted for real: both are told so
-        monkeypatch.setattr(storage, "read_remote_progress", read)
+        monkeypatch.setattr(live_rows, "read_remote_progress", read)
         followers.poll()
         assert followers.remote[first].error == followers.remote[second].error == "This conversation was deleted."
     finally:

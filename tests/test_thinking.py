@@ -188,12 +188,14 @@ def test_the_page_empties_an_answer_that_was_a_thought():
 
 
 def test_each_provider_gets_the_effort_in_its_own_field_or_not_at_all():
-    from trickle.providers import DemoModel, OpenAICompatible
+    from trickle.openai_compatible import OpenAICompatible
+    from trickle.provider_choice import configured_endpoint
+    from trickle.providers import DemoModel
     from trickle.reasoning import effort_fields
     from trickle.settings import load_settings
 
     def provider(env):
-        return OpenAICompatible(load_settings(env).endpoint, load_settings(env))
+        return OpenAICompatible(configured_endpoint(load_settings(env)), load_settings(env))
 
     openai, openrouter = provider({"OPENAI_API_KEY": "k"}), provider({"OPENROUTER_API_KEY": "k"})
     ollama = provider({"OLLAMA_HOST": "http://127.0.0.1:11434"})

@@ -14,7 +14,8 @@ import os
 
 import pytest
 
-from trickle.providers import Usage, _parse_sse
+from trickle.openai_compatible import _parse_sse
+from trickle.providers import Usage
 from trickle.thoughts import Rethink, Thought
 
 xllamacpp = pytest.importorskip("xllamacpp")

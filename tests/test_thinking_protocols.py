@@ -38,11 +38,10 @@ def test_the_reference_protocol_is_byte_identical_with_a_thinking_upstream(share
 
 
 def read_api_stream_text(body: bytes) -> str:
-    class Lines:
-        def iter_lines(self, decode_unicode=True):
-            return iter(body.decode().split("\n"))
+    class Body:  # what tests.sse reads: the body as byte chunks
+        response = [body]
 
-    return read_api_stream(Lines())[0]
+    return read_api_stream(Body())[0]
 
 
 def test_the_reference_protocol_sends_the_thought_when_asked(shared_server, upstream):

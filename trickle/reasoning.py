@@ -8,7 +8,7 @@ local and demo models.
 
 from __future__ import annotations
 
-from .providers import OpenAICompatible
+from .openai_compatible import OpenAICompatible
 
 EFFORTS = ("low", "medium", "high", "off")
 
