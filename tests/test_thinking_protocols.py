@@ -90,3 +90,15 @@ def test_the_ai_sdk_client_shows_the_reasoning_part_and_sends_none_back(ai_sdk, 
         {"role": "assistant", "content": REPLY},
         {"role": "user", "content": "Again?"},
     ]
+
+
+def test_the_ai_sdk_4_data_stream_sends_the_thought_as_reasoning_lines(shared_server, upstream):
+    upstream.push(Script(text=REPLY, thought=THOUGHT, dialect="reasoning_content"))
+    response = requests.post(
+        shared_server.url("/api/chat?protocol=ai-sdk-data"), json={"id": "c1", "messages": HI}, timeout=30
+    )
+    lines = [line for line in response.text.split("\n") if line]
+    codes = [line.split(":", 1)[0] for line in lines]
+    assert "".join(json.loads(line[2:]) for line in lines if line.startswith("g:")) == THOUGHT
+    assert "".join(json.loads(line[2:]) for line in lines if line.startswith("0:")) == REPLY
+    assert codes.index("0") > max(i for i, code in enumerate(codes) if code == "g")  # the thought comes first

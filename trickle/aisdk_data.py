@@ -49,17 +49,20 @@ def _usage(generation: Generation) -> dict:
 class DataStreamEvents(Encoder):
     """Encoder for `follow()`: one assistant message, one step, its text parts and its finish.
 
-    Each kind of event is one line; a reasoning event, once the engine has them, is
-    `line("reasoning", delta)`."""
+    Each kind of event is one line: a thinking model's thought is reasoning (`g:`), which `useChat`
+    shows apart from the answer."""
 
     def __init__(self, message_id: str):
         self.message_id = f"msg-{message_id}"
 
-    def start(self, prefix: str, cursor: int) -> str:
+    def start(self, prefix: str, cursor: int, thought_length: int = 0) -> str:
         return line("start_step", {"messageId": self.message_id})
 
     def text(self, delta: str, cursor: int) -> str:
         return line("text", delta)
+
+    def thought(self, delta: str, cursor: int) -> str:
+        return line("reasoning", delta)
 
     def finish(self, generation: Generation, cursor: int) -> str:  # /api/chat follows only its own generations
         out = []
