@@ -44,7 +44,8 @@ def test_a_shared_link_shows_a_read_only_snapshot_to_a_fresh_browser_until_revok
     first_link = share(page)
     assert re.fullmatch(rf"{re.escape(shared_server.url('/s/'))}[A-Za-z0-9_-]{{20,}}", first_link)
     conversation_id = re.search(r"/c/(\d+)", page.url).group(1)
-    assert conversation_id not in first_link.rsplit("/", 1)[1]  # not the conversation's id
+    token = first_link.rsplit("/", 1)[1]
+    assert token != conversation_id and not token.isdigit()  # not the conversation's id, nor any id
 
     stranger = browser.new_context()  # no cookie: not the owner, not logged in
     visitor = stranger.new_page()
