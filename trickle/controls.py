@@ -8,7 +8,7 @@ import re
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
-from . import answers, limits, storage
+from . import answers, attachments_store, limits, storage
 from .message_views import answer_view, conversation_views
 from .security import current_owner
 from .status import Status
@@ -136,6 +136,7 @@ def export(conversation_id: int, fmt: str):
     conversation = _conversation_or_404(conversation_id)
     rows = storage.list_messages(app.engine, conversation_id)
     if fmt == "json":
+        files = attachments_store.exported(app.engine, [r.id for r in rows if r.role == "user"])
         body = json.dumps(
             {
                 "id": conversation.id,
@@ -150,6 +151,7 @@ def export(conversation_id: int, fmt: str):
                         "model": r.model,
                         "tokens_in": r.tokens_in,
                         "tokens_out": r.tokens_out,
+                        **({"attachments": files[r.id]} if r.id in files else {}),
                     }
                     for r in rows
                 ],

@@ -19,7 +19,17 @@ import gevent
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
-from .providers import Delta, DemoModel, Notice, ProviderError, Usage, estimate_tokens
+from .providers import (
+    WHAT_TO_DO_WITH_IMAGES,
+    Delta,
+    DemoModel,
+    Notice,
+    ProviderError,
+    Usage,
+    estimate_tokens,
+    has_images,
+    text_of,
+)
 
 log = logging.getLogger("trickle.local")
 
@@ -87,6 +97,10 @@ class LocalModel:
         if model == "demo":
             yield from self.demo.stream(messages, model)
             return
+        if has_images(messages):
+            raise ProviderError(
+                f"The local model cannot see images (it has no vision projector). {WHAT_TO_DO_WITH_IMAGES}"
+            )
         if self.slots.locked():
             yield Notice("Waiting for the local model (it answers one question at a time)…")
         with self.slots:
@@ -133,7 +147,7 @@ class LocalModel:
                 while pending:
                     item = pending.popleft()
                     if item is None:
-                        prompt = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
+                        prompt = sum(estimate_tokens(text_of(m.get("content"))) for m in messages)
                         yield Usage(prompt, len(produced), counted=True)
                         return
                     if isinstance(item, Exception):

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, url_for
 
-from . import storage
+from . import attachments_store, storage
 from .render import Splitter, render_markdown
 from .status import Status
 
 
-def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
+def message_view(row, live=None, siblings: list[int] | None = None, files: list | None = None) -> dict:
     """What `_message.html` needs for one message, finished or still streaming.
 
-    `siblings` are the ids of every answer to the same question (regenerated ones).
+    `siblings` are the ids of every answer to the same question (regenerated ones); `files` its
+    attachments (looked up when not given).
     """
+    if files is None and row.role == "user":
+        files = attachments_store.listed(current_app.extensions["trickle"].engine, [row.id]).get(row.id, [])
     status = live.status if live is not None else row.status
     text = live.text() if live is not None else row.content
     view = {
@@ -29,6 +32,7 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
         "duration_ms": row.duration_ms,
         "tokens_per_s": _tokens_per_second(row),
         "siblings": siblings or [row.id],
+        "files": [_file_view(f) for f in files or ()],
     }
     if status == Status.STREAMING:
         splitter = Splitter()
@@ -41,6 +45,17 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
     elif row.role == "assistant":
         view["html"] = render_markdown(text)
     return view
+
+
+def _file_view(row) -> dict:
+    return {
+        "url": url_for("attachments.attachment", attachment_id=row.id),
+        "name": row.name,
+        "kind": row.kind,
+        "width": row.width,
+        "height": row.height,
+        "size": row.size,
+    }
 
 
 def _tokens_per_second(row) -> float | None:
@@ -62,4 +77,7 @@ def conversation_views(conversation_id: int) -> list[dict]:
     app = current_app.extensions["trickle"]
     rows = storage.list_messages(app.engine, conversation_id)
     siblings = storage.alternatives_by_question(app.engine, conversation_id)
-    return [message_view(row, app.registry.get(row.id), siblings.get(row.reply_to)) for row in rows]
+    files = attachments_store.listed(app.engine, [row.id for row in rows if row.role == "user"])
+    return [
+        message_view(row, app.registry.get(row.id), siblings.get(row.reply_to), files.get(row.id, [])) for row in rows
+    ]

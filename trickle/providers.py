@@ -58,6 +58,35 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+WHAT_TO_DO_WITH_IMAGES = "Pick a vision model (one that reads images) for this conversation, or send it without images."
+
+
+def has_images(messages: list[dict]) -> bool:
+    """Whether any message carries an image part (OpenAI content arrays)."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
+def text_of(content) -> str:
+    """A message's text: its content, or the text parts of a content array joined."""
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content or "")
+
+
+def _refused_images(error: ProviderError, err: Exception, model: str) -> ProviderError:
+    """A request with images that the model refused: most likely it cannot read them; say what to do."""
+    body = getattr(err, "body", None)
+    words = body.get("message") if isinstance(body, dict) else None
+    said = f" It said: {str(words)[:300]}" if words else ""
+    hint = f"Model {model} may not read images. {WHAT_TO_DO_WITH_IMAGES}"
+    return ProviderError(f"{error.message}{said} {hint}", status=error.status)
+
+
 def _retry_after(response) -> float | None:
     try:
         value = response.headers.get("retry-after")
@@ -136,7 +165,10 @@ class OpenAICompatible:
             ) as response:
                 yield from _parse_sse(_data_lines(response.iter_bytes()), messages)
         except openai.OpenAIError as err:
-            raise _provider_error(err, self.endpoint, model) from err
+            error = _provider_error(err, self.endpoint, model)
+            if has_images(messages) and error.status is not None and error.status not in (401, 403, 429):
+                error = _refused_images(error, err, model)
+            raise error from err
         except (OSError, ValueError, httpx2.TransportError) as err:  # a dropped socket or body, a garbled line
             raise ProviderError(
                 f"The connection to {self.label} broke: {err.__class__.__name__}.", retryable=False
@@ -210,7 +242,7 @@ def _parse_sse(payloads: Iterator[bytes], messages: list[dict]) -> Iterator[Delt
 
 
 def counted_usage(messages: list[dict], answer: str) -> Usage:
-    prompt = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
+    prompt = sum(estimate_tokens(text_of(m.get("content"))) for m in messages)
     return Usage(prompt, estimate_tokens(answer), counted=True)
 
 
@@ -249,11 +281,13 @@ class DemoModel:
 
     def answer(self, messages: list[dict]) -> str:
         question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-        question = " ".join(str(question).split())[:200] or "nothing"
+        question = " ".join(text_of(question).split())[:200] or "nothing"
         question = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>])", r"\\\1", question)
         return DEMO_TEMPLATE.format(question=question)
 
     def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
+        if has_images(messages):
+            raise ProviderError(f"The demo model cannot see images. {WHAT_TO_DO_WITH_IMAGES}")
         answer = self.answer(messages)
         for token in _TOKEN.findall(answer):
             if self.delay:

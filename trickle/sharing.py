@@ -113,4 +113,4 @@ def _read_only_view(position: int, message: dict) -> dict:
     """A snapshot message as `_message.html` shows it, numbered by its place (no stored id leaks)."""
     fields = {name: message.get(name) for name in sharing_store.SNAPSHOT_FIELDS}
     row = SimpleNamespace(id=position, reply_to=None, error=None, **fields)
-    return {**message_view(row), "read_only": True}
+    return {**message_view(row, files=[]), "read_only": True}  # a snapshot holds no files
