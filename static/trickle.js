@@ -267,12 +267,17 @@
     var bubble = template.content.firstElementChild.cloneNode(true);
     var text = form.elements.content.value;
     bubble.querySelector(".body").textContent = text;
-    picked.forEach(function (file) { // the files go with it, named in its bubble
-      var chip = document.createElement("span");
-      chip.className = "queued-file";
-      chip.textContent = file.name;
-      bubble.querySelector(".body").appendChild(chip);
-    });
+    if (picked.length) { // the files go with it, named in its bubble
+      var names = document.createElement("p");
+      names.className = "queued-files";
+      picked.forEach(function (file) {
+        var chip = document.createElement("span");
+        chip.className = "queued-file";
+        chip.textContent = file.name;
+        names.appendChild(chip);
+      });
+      bubble.querySelector(".body").after(names);
+    }
     queue.push({ text: text, files: picked.slice(), bubble: bubble });
     showQueue();
     form.reset();

@@ -39,9 +39,10 @@ def _trickle():
 
 
 def question_text(posted: str | None, with_files: bool = False) -> str:
-    """The question as typed, cleaned; a 400 when there is none (files alone will do), a 413 over
-    MAX_INPUT_CHARS."""
+    """The question as typed, cleaned (line breaks as typed: `\\n`); a 400 when there is none (files
+    alone will do), a 413 over MAX_INPUT_CHARS."""
     content = (posted or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL
+    content = content.replace("\r\n", "\n")  # a multipart form sends a textarea's line breaks as CRLF
     limit = _trickle().settings.max_input_chars
     if not content and not with_files:
         abort(400, "Type a message first.")

@@ -10,6 +10,7 @@ leaves EXIF (location), comments and colour profiles behind. Refusals are HTTP e
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import warnings
@@ -46,6 +47,19 @@ class Attachment:
 
 MAX_EDGE = 1568  # px, an image's longest side once stored and sent (what vision models scale to anyway)
 MAX_PIXELS = 50_000_000  # width × height from the header; past it the image is refused unread
+
+
+def data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def content_part(file) -> dict:
+    """One file (an `Attachment` or its stored row) as an OpenAI content part: an image as an
+    `image_url` with a `data:` URL, a text file inlined between marks that name it."""
+    if file.kind == "image":
+        return {"type": "image_url", "image_url": {"url": data_url(file.mime, file.data)}}
+    name = file.name.replace('"', "'")
+    return {"type": "text", "text": f'<file name="{name}">\n{file.data.decode("utf-8")}\n</file>'}
 
 
 def clean_name(name: str | None) -> str:

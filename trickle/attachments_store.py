@@ -8,7 +8,6 @@ sends: an image as an `image_url` with a `data:` URL, a text file inlined betwee
 
 from __future__ import annotations
 
-import base64
 import time
 from datetime import UTC, datetime
 
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import storage
-from .attachments import Attachment
+from .attachments import Attachment, content_part, data_url
 
 attachments = sa.Table(
     "attachments",
@@ -97,19 +96,6 @@ def stored_today(engine: Engine, owner: str | None) -> int:
         return int(db.execute(query).scalar_one())
 
 
-def data_url(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def part(row) -> dict:
-    """One stored file as an OpenAI content part."""
-    if row.kind == "image":
-        return {"type": "image_url", "image_url": {"url": data_url(row.mime, row.data)}}
-    name = row.name.replace('"', "'")
-    text = row.data.decode("utf-8")
-    return {"type": "text", "text": f'<file name="{name}">\n{text}\n</file>'}
-
-
 def exported(engine: Engine, message_ids: list[int]) -> dict[int, list[dict]]:
     """For the JSON export: message id → its files, each whole as a `data:` URL (the export stands alone)."""
     if not message_ids:
@@ -130,7 +116,7 @@ def upstream_parts(db: Connection, rows) -> dict[int, list[dict]]:
     query = attachments.select().where(attachments.c.message_id.in_([row.id for row in rows]))
     found: dict[int, list[dict]] = {}
     for file in db.execute(query.order_by(attachments.c.id)):
-        found.setdefault(file.message_id, []).append(part(file))
+        found.setdefault(file.message_id, []).append(content_part(file))
     return {
         row.id: [{"type": "text", "text": row.content}] * bool(row.content) + found[row.id]
         for row in rows
