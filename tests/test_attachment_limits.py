@@ -157,3 +157,33 @@ def test_a_form_field_that_is_not_utf8_beside_a_file_is_a_400(server, upstream):
     )
     assert_readable(response, 400, "UTF-8")
     assert stored(server) == before
+
+
+def test_a_chunked_upload_over_the_limit_is_a_413_not_cut_short(server, upstream):
+    boundary = "b"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="content"\r\n\r\nhi\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.txt"\r\n\r\n'
+        ).encode()
+        + b"a" * (4 * MB)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    person = client(server)
+    before = stored(server)
+    response = person.post(
+        server.url("/messages"),
+        data=(body[start : start + 65536] for start in range(0, len(body), 65536)),
+        headers={**HX, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        timeout=30,
+    )
+    assert_readable(response, 413)
+    assert stored(server) == before
+
+
+def test_a_malformed_upload_says_so(server, upstream):
+    body = b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\nno end'
+    response = client(server).post(
+        server.url("/messages"), data=body, headers={**HX, "Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 400

@@ -46,7 +46,10 @@ def init_app(app: Flask) -> None:
                 + settings.message_attachments_max_bytes
                 + PART_OVERHEAD * (settings.max_attachments + 1)
             )
-            return _form_beside_files(request.get_data(cache=True), app.config["MAX_CONTENT_LENGTH"])
+            body = request.get_data(cache=True)
+            if request.content_length is None and len(body) >= request.max_content_length:
+                raise RequestEntityTooLarge()  # chunked: cut at the limit, not refused, otherwise
+            return _form_beside_files(body, app.config["MAX_CONTENT_LENGTH"])
         if request.content_length is None:  # chunked: Werkzeug stops at the limit without a 413
             if len(request.get_data(cache=True)) >= app.config["MAX_CONTENT_LENGTH"]:
                 raise RequestEntityTooLarge()
@@ -81,6 +84,8 @@ def _form_beside_files(body: bytes, limit: int):
                     raise RequestEntityTooLarge()
                 if not event.more_data and isinstance(field, Field):
                     b"".join(chunks).decode("utf-8")
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         return error_response(400, "The form was not sent as UTF-8 text.")
+    except ValueError:
+        return error_response(400, "The form could not be read: it is malformed or cut short.")
     return None
