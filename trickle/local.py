@@ -19,17 +19,7 @@ import gevent
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
-from .providers import (
-    WHAT_TO_DO_WITH_IMAGES,
-    Delta,
-    DemoModel,
-    Notice,
-    ProviderError,
-    Usage,
-    estimate_tokens,
-    has_images,
-    text_of,
-)
+from .providers import Delta, DemoModel, Notice, ProviderError, Usage, estimate_tokens, refuse_images, text_of
 
 log = logging.getLogger("trickle.local")
 
@@ -97,10 +87,7 @@ class LocalModel:
         if model == "demo":
             yield from self.demo.stream(messages, model)
             return
-        if has_images(messages):
-            raise ProviderError(
-                f"The local model cannot see images (it has no vision projector). {WHAT_TO_DO_WITH_IMAGES}"
-            )
+        refuse_images(messages, "The local model (it has no vision projector)")
         if self.slots.locked():
             yield Notice("Waiting for the local model (it answers one question at a time)…")
         with self.slots:

@@ -71,6 +71,13 @@ def has_images(messages: list[dict]) -> bool:
     )
 
 
+def refuse_images(messages: list[dict], model: str) -> None:
+    """A model that cannot read images (the demo model, the local one without a vision projector)
+    says so at once, with what to do, instead of failing obscurely on the content parts."""
+    if has_images(messages):
+        raise ProviderError(f"{model} cannot see images. {WHAT_TO_DO_WITH_IMAGES}")
+
+
 def text_of(content) -> str:
     """A message's text: its content, or the text parts of a content array joined."""
     if isinstance(content, list):
@@ -286,8 +293,7 @@ class DemoModel:
         return DEMO_TEMPLATE.format(question=question)
 
     def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
-        if has_images(messages):
-            raise ProviderError(f"The demo model cannot see images. {WHAT_TO_DO_WITH_IMAGES}")
+        refuse_images(messages, "The demo model")
         answer = self.answer(messages)
         for token in _TOKEN.findall(answer):
             if self.delay:
