@@ -147,7 +147,7 @@
     if (event.isComposing) return;
     if (box.id === "content" && event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
-      if (box.value.trim()) box.form.requestSubmit();
+      if (box.value.trim() || picked.length) box.form.requestSubmit(); // files alone may be sent
     } else if (shortcut(event)) {
       event.preventDefault();
     }
@@ -165,6 +165,8 @@
     var transfer = new DataTransfer();
     picked.forEach(function (file) { transfer.items.add(file); });
     input.files = transfer.files;
+    var box = byId("content");
+    if (box) box.required = !picked.length; // files alone are a message
     showPicked();
   }
   function preview(file) {
@@ -223,6 +225,7 @@
   document.addEventListener("reset", function (event) {
     if (event.target.id !== "composer") return;
     picked = [];
+    byId("content").required = true;
     showPicked();
   });
   document.addEventListener("paste", function (event) {

@@ -161,3 +161,16 @@ def test_the_form_uploads_without_javascript(shared_server, upstream, browser):
         assert sent_image(upstream).size == (784, 1568)
     finally:
         context.close()
+
+
+def test_files_alone_are_a_message(shared_server, upstream, page, console_errors):
+    page.goto(shared_server.url("/"))
+    page.set_input_files("#files", files=[{"name": "only.png", "mimeType": "image/png", "buffer": png(30, 30)}])
+    upstream.push(Script(text="Just a picture."))
+    page.locator("textarea#content").press("Enter")
+    expect(page.locator(USERS)).to_have_count(1)
+    wait_for_answer(page)
+    thumbnail_loaded(page.locator(USERS).last)
+    assert [part["type"] for part in last_user_content(upstream)] == ["image_url"]
+    expect(page.locator("textarea#content")).to_have_js_property("required", True)  # text again, once sent
+    assert not console_errors
