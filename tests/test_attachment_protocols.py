@@ -146,3 +146,11 @@ def test_an_upstream_that_refuses_images_says_to_pick_a_vision_model(server, ups
     assert "Pick a vision model" in row.error
     page = person.get(server.url(f"/c/{row.conversation_id}"), headers=HX, timeout=10).text
     assert "Pick a vision model" in page
+
+
+def test_more_images_than_max_attachments_in_one_message_is_a_413(server, upstream):
+    before = len(upstream.requests)
+    content = [{"type": "text", "text": "many"}] + [with_image(image=png(2, 2))[1] for _ in range(9)]  # default 8
+    response = api_chat(server, [{"role": "user", "content": content}])
+    assert response.status_code == 413 and "MAX_ATTACHMENTS" in response.json()["error"]
+    assert len(upstream.requests) == before
