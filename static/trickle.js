@@ -147,15 +147,115 @@
     if (event.isComposing) return;
     if (box.id === "content" && event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
-      if (box.value.trim()) box.form.requestSubmit();
+      if (box.value.trim() || picked.length) box.form.requestSubmit(); // files alone may be sent
     } else if (shortcut(event)) {
       event.preventDefault();
     }
   });
 
+  // -- files to send: picked by the button, pasted or dropped, shown as thumbnails (drawn on a canvas:
+  // the page's policy loads images from the server only) and chips, each removable before sending.
+  // They travel in the composer's own file input, so the form, htmx and the no-JS post all send them.
+  var picked = []; // File objects, in order
+  var PREVIEW = 56; // px, the composer thumbnail's side
+  function isImage(file) { return /^image\/(png|jpeg|gif|webp)$/.test(file.type); }
+  function syncPicked() {
+    var input = byId("files");
+    if (!input || !window.DataTransfer) return;
+    var transfer = new DataTransfer();
+    picked.forEach(function (file) { transfer.items.add(file); });
+    input.files = transfer.files;
+    var box = byId("content");
+    if (box) box.required = !picked.length; // files alone are a message
+    showPicked();
+  }
+  function preview(file) {
+    var canvas = document.createElement("canvas");
+    canvas.className = "preview";
+    canvas.width = canvas.height = PREVIEW;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", file.name);
+    if (window.createImageBitmap) {
+      createImageBitmap(file).then(function (bitmap) {
+        var scale = Math.max(PREVIEW / bitmap.width, PREVIEW / bitmap.height);
+        var width = bitmap.width * scale, height = bitmap.height * scale;
+        canvas.getContext("2d").drawImage(bitmap, (PREVIEW - width) / 2, (PREVIEW - height) / 2, width, height);
+      }).catch(function () { canvas.classList.add("unreadable"); });
+    }
+    return canvas;
+  }
+  function showPicked() {
+    var list = byId("composer-files");
+    if (!list) return;
+    list.textContent = "";
+    picked.forEach(function (file, index) {
+      var item = document.createElement("li");
+      item.className = "composer-file " + (isImage(file) ? "image" : "text");
+      if (isImage(file)) item.appendChild(preview(file));
+      var name = document.createElement("span");
+      name.className = "file-name";
+      name.textContent = file.name;
+      item.appendChild(name);
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-file";
+      remove.textContent = "×";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", function () {
+        picked.splice(index, 1);
+        syncPicked();
+        byId("content").focus();
+      });
+      item.appendChild(remove);
+      list.appendChild(item);
+    });
+  }
+  function addFiles(files) {
+    if (!byId("files")) return false;
+    picked = picked.concat(Array.prototype.slice.call(files));
+    syncPicked();
+    return true;
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.id !== "files") return;
+    var chosen = Array.prototype.slice.call(event.target.files); // the input holds only the new choice
+    picked = picked.concat(chosen);
+    syncPicked();
+  });
+  document.addEventListener("reset", function (event) {
+    if (event.target.id !== "composer") return;
+    picked = [];
+    byId("content").required = true;
+    showPicked();
+  });
+  document.addEventListener("paste", function (event) {
+    var data = event.clipboardData;
+    if (!data || !data.files || !data.files.length || !event.target.closest || !event.target.closest("#composer")) return;
+    if (addFiles(data.files) && !data.getData("text/plain")) event.preventDefault();
+  });
+  function carriesFiles(event) {
+    var types = event.dataTransfer && event.dataTransfer.types;
+    return !!types && Array.prototype.indexOf.call(types, "Files") >= 0 && !!byId("files");
+  }
+  document.addEventListener("dragover", function (event) {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    root.classList.add("dropping");
+  });
+  document.addEventListener("dragleave", function (event) {
+    if (!event.relatedTarget) root.classList.remove("dropping");
+  });
+  document.addEventListener("drop", function (event) {
+    root.classList.remove("dropping");
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    addFiles(event.dataTransfer.files);
+    byId("content").focus();
+  });
+
   // -- a message sent while an answer streams waits its turn: shown queued, sent when the answer
   // ends (so the answer is in its history), cancelled by its button. Stop, then Send, redirects.
-  var queue = []; // {text, bubble}, oldest first
+  var queue = []; // {text, files, bubble}, oldest first
   var sending = false; // a message is on its way: its answer is not on the page yet
   var releasing = false; // the next composer request is a queued message's
   var releasedRequests = new WeakSet();
@@ -170,7 +270,18 @@
     var bubble = template.content.firstElementChild.cloneNode(true);
     var text = form.elements.content.value;
     bubble.querySelector(".body").textContent = text;
-    queue.push({ text: text, bubble: bubble });
+    if (picked.length) { // the files go with it, named in its bubble
+      var names = document.createElement("p");
+      names.className = "queued-files";
+      picked.forEach(function (file) {
+        var chip = document.createElement("span");
+        chip.className = "queued-file";
+        chip.textContent = file.name;
+        names.appendChild(chip);
+      });
+      bubble.querySelector(".body").after(names);
+    }
+    queue.push({ text: text, files: picked.slice(), bubble: bubble });
     showQueue();
     form.reset();
     byId("content").focus();
@@ -184,12 +295,17 @@
     next.bubble.remove();
     releasing = true;
     form.noValidate = true; // its own text is what counts, not what the composer holds now (maybe nothing)
+    var composing = picked; // the files being picked now stay; the queued message's go out
+    picked = next.files;
+    syncPicked();
     try {
       htmx.ajax("POST", form.getAttribute("hx-post"), {
         source: form, target: "#messages", swap: "beforeend", values: { content: next.text },
       });
     } finally {
       form.noValidate = false;
+      picked = composing;
+      syncPicked();
     }
   }
   document.addEventListener("click", function (event) {

@@ -13,6 +13,7 @@ from dotenv import load_dotenv
 from flask import Flask
 
 from . import (
+    attachments_store,  # noqa: F401  (its table joins storage.metadata, which the migrations match)
     customize,
     database,
     logs,
@@ -104,13 +105,28 @@ def create_app(env: dict | None = None) -> Flask:
     registry.watch_orphans()  # answers left "streaming" by a killed worker become "interrupted"
     app.extensions["trickle"] = Trickle(settings, engine, provider, registry, Titles(engine, provider, settings))
 
-    from . import api, controls, errors, history, limits, manifest, metrics, pages, security, sharing, validation, ws
+    from . import (
+        api,
+        attachment_views,
+        controls,
+        errors,
+        history,
+        limits,
+        manifest,
+        metrics,
+        pages,
+        security,
+        sharing,
+        validation,
+        ws,
+    )
 
     validation.init_app(app)
 
     limits.init_app(app, settings)
     security.init_app(app, settings, limits.limiter)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(attachment_views.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(controls.bp)
     app.register_blueprint(api.bp)

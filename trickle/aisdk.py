@@ -61,9 +61,10 @@ class PartsError(BadChatRequest):
 def to_plain_request(body):
     """The request with each `parts` message turned into `{role, content}`.
 
-    Text parts are joined into the content; other parts (files, reasoning, tool
-    calls, data…) are not text the model reads here, and a message with nothing
-    but those is left out. Messages that already have a string `content` pass
+    Text parts are joined into the content; `file` parts with a `data:` URL make it OpenAI
+    content parts, read as attachments are (`content_parts`); other parts (files by address,
+    which are never fetched, reasoning, tool calls, data…) are not text the model reads here,
+    and a message with nothing but those is left out. Messages that already have a string `content` pass
     unchanged, and anything malformed is left for the shared validation to name.
     """
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
@@ -76,15 +77,19 @@ def to_plain_request(body):
         parts = message["parts"]
         if not isinstance(parts, list):
             raise PartsError(f"messages[{position}].parts must be a list.")
-        texts = []
+        texts, files = [], []
         for index, part in enumerate(parts):
             if isinstance(part, dict) and part.get("type") == "text":
                 if not isinstance(part.get("text"), str):
                     raise PartsError(f"messages[{position}].parts[{index}].text must be a string.")
                 texts.append(part["text"])
-        if parts and not texts:
+            elif isinstance(part, dict) and part.get("type") == "file" and str(part.get("url")).startswith("data:"):
+                files.append({"type": "file", "file": {"filename": part.get("filename"), "file_data": part.get("url")}})
+        if parts and not texts and not files:
             continue
-        plain.append({"role": message.get("role"), "content": "".join(texts)})
+        text = "".join(texts)
+        content = ([{"type": "text", "text": text}] if text else []) + files if files else text
+        plain.append({"role": message.get("role"), "content": content})
     return {**body, "messages": plain}
 
 

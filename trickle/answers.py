@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from flask import abort, current_app, g
 
-from . import limits, live_rows, reasoning, storage
+from . import attachments_store, limits, live_rows, reasoning, storage
+from .attachments import Attachment, read_attachment
 from .generation import Generation
 from .registry import Draining
 from .security import current_owner
@@ -37,19 +38,46 @@ def _trickle():
     return current_app.extensions["trickle"]
 
 
-def question_text(posted: str | None) -> str:
-    """The question as typed, cleaned; a 400 when there is none, a 413 over MAX_INPUT_CHARS."""
+def question_text(posted: str | None, with_files: bool = False) -> str:
+    """The question as typed, cleaned (line breaks as typed: `\\n`); a 400 when there is none (files
+    alone will do), a 413 over MAX_INPUT_CHARS."""
     content = (posted or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL
+    content = content.replace("\r\n", "\n")  # a multipart form sends a textarea's line breaks as CRLF
     limit = _trickle().settings.max_input_chars
-    if not content:
+    if not content and not with_files:
         abort(400, "Type a message first.")
     if len(content) > limit:
         abort(413, f"Your message is {len(content):,} characters long; the limit is {limit:,}.")
     return content
 
 
-def ask(content: str, conversation_id: int | None, model: str = "") -> Exchange:
-    """A question in one of the owner's conversations, or in a new one (on `model`, when chosen)."""
+def attached_files(uploads: list[tuple[str | None, bytes]]) -> list[Attachment]:
+    """The files of a question, read and checked against every attachment limit, before anything is
+    stored: a 413 past a count or size (MAX_ATTACHMENTS, MESSAGE_ATTACHMENTS_MAX_MB,
+    OWNER_DAILY_ATTACHMENT_MB), a 4xx for a file that cannot be attached."""
+    settings = _trickle().settings
+    if not uploads:
+        return []
+    if len(uploads) > settings.max_attachments:
+        abort(413, f"{len(uploads)} files attached; a message may have {settings.max_attachments} (MAX_ATTACHMENTS).")
+    total = sum(len(data) for _, data in uploads)
+    if total > settings.message_attachments_max_bytes:
+        allowed = settings.message_attachments_max_bytes / (1024 * 1024)
+        abort(
+            413,
+            f"The files come to {total / (1024 * 1024):.1f} MB; a message may attach {allowed:.1f} MB "
+            "(MESSAGE_ATTACHMENTS_MAX_MB).",
+        )
+    files = [read_attachment(name, data, settings.attachment_max_bytes) for name, data in uploads]
+    today = attachments_store.stored_today(_trickle().engine, current_owner())
+    if today + sum(len(f.data) for f in files) > settings.owner_daily_attachment_bytes:
+        abort(413, "You have attached as much as one day allows (OWNER_DAILY_ATTACHMENT_MB); try again tomorrow (UTC).")
+    return files
+
+
+def ask(content: str, conversation_id: int | None, model: str = "", files: list[Attachment] = ()) -> Exchange:
+    """A question in one of the owner's conversations, or in a new one (on `model`, when chosen),
+    with the files of `attached_files`."""
     app = _trickle()
     owner = current_owner()
     conversation = None
@@ -62,11 +90,16 @@ def ask(content: str, conversation_id: int | None, model: str = "") -> Exchange:
     if created:
         chosen = model if model and model != app.settings.chat_model else None
         new_id = storage.create_conversation(
-            app.engine, first_line_title(content), model=chosen, owner=owner, system_prompt=app.settings.system_prompt
+            app.engine,
+            first_line_title(content or files[0].name),
+            model=chosen,
+            owner=owner,
+            system_prompt=app.settings.system_prompt,
         )
         conversation = storage.get_conversation(app.engine, new_id)
     model = _model_of(conversation)
     question_id, answer_id = storage.append_exchange(app.engine, conversation.id, content, model)
+    attachments_store.add(app.engine, question_id, owner, list(files))
     generation = _start(answer_id, conversation.id, model)
     if created:
         app.titles.ask(conversation.id, content, model, conversation.title)
@@ -99,7 +132,8 @@ def edit(question, content: str) -> Generation:
         if row.id > question.id and row.status == Status.STREAMING:
             app.registry.stop(row.id)
     model = _model_of(storage.get_conversation(app.engine, question.conversation_id))
-    _, answer_id = storage.edit_and_resend(app.engine, question, content, model)
+    new_question, answer_id = storage.edit_and_resend(app.engine, question, content, model)
+    attachments_store.copy(app.engine, question.id, new_question)  # the question keeps its files
     return _start(answer_id, question.conversation_id, model)
 
 
@@ -141,7 +175,7 @@ def _model_of(conversation) -> str:
 def _start(answer_id: int, conversation_id: int, model: str) -> Generation:
     """The stored answer's generation, on the conversation's history up to it."""
     app = _trickle()
-    history = storage.prompt_messages(app.engine, conversation_id, answer_id)
+    history = storage.prompt_messages(app.engine, conversation_id, answer_id, attachments_store.upstream_parts)
     effort = storage.reasoning_effort(app.engine, conversation_id) or app.settings.reasoning_effort
     try:
         return app.registry.start(

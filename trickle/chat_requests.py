@@ -12,6 +12,8 @@ import json
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from .content_parts import read_parts
+
 ROLES = ("system", "user", "assistant")
 MODEL_CHARS = 200  # longer than any model id a provider lists
 TOO_DEEP = "The JSON is nested too deeply to read; a chat request needs no more than a few levels."
@@ -63,12 +65,17 @@ def _messages(body, settings) -> list[dict]:
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise BadChatRequest(400, f"messages[{position}].role must be one of {', '.join(ROLES)}.")
-        if not isinstance(content, str):
-            raise BadChatRequest(400, f"messages[{position}].content must be a string.")
-        total += len(content)
+        if isinstance(content, list):  # OpenAI content parts: text, images, files
+            content, chars = read_parts(content, f"messages[{position}].content", role, settings)
+        elif not isinstance(content, str):
+            raise BadChatRequest(400, f"messages[{position}].content must be a string (or a list of content parts).")
+        else:
+            chars = len(content)
+        total += chars
         if total > settings.max_input_chars * 4:
             raise BadChatRequest(413, "The conversation is too long for this server's MAX_INPUT_CHARS.")
-        if not is_text(content):
+        texts = [part["text"] for part in content if part["type"] == "text"] if isinstance(content, list) else [content]
+        if not all(is_text(text) for text in texts):
             raise BadChatRequest(
                 400, f"messages[{position}].content is not valid Unicode text (it holds a lone surrogate)."
             )

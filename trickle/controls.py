@@ -8,7 +8,7 @@ import re
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
-from . import answers, limits, storage
+from . import answers, attachments_store, limits, storage
 from .message_views import answer_view, conversation_views
 from .reasoning import EFFORTS
 from .security import current_owner
@@ -155,6 +155,7 @@ def export(conversation_id: int, fmt: str):
     conversation = _conversation_or_404(conversation_id)
     rows = storage.list_messages(app.engine, conversation_id)
     if fmt == "json":
+        files = attachments_store.exported(app.engine, [r.id for r in rows if r.role == "user"])
         body = json.dumps(
             {
                 "id": conversation.id,
@@ -170,6 +171,7 @@ def export(conversation_id: int, fmt: str):
                         "tokens_in": r.tokens_in,
                         "tokens_out": r.tokens_out,
                         **({"thoughts": r.thoughts, "thought_ms": r.thought_ms} if r.thoughts else {}),
+                        **({"attachments": files[r.id]} if r.id in files else {}),
                     }
                     for r in rows
                 ],

@@ -20,7 +20,7 @@ import gevent
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
-from .providers import Delta, DemoModel, Notice, ProviderError, Usage, counted_usage
+from .providers import Delta, DemoModel, Notice, ProviderError, Usage, counted_usage, refuse_images
 from .thoughts import DeltaReader, Rethink
 
 log = logging.getLogger("trickle.local")
@@ -180,6 +180,7 @@ class LocalModel:
         if model == "demo":
             yield from self.demo.stream(messages, model)
             return
+        refuse_images(messages, "The local model (it has no vision projector)")
         if self.slots.locked():
             yield Notice(f"Waiting for the local model (it writes {self.parallel} answers at a time)…")
         server = self._server()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, url_for
 
-from . import storage
+from . import attachments_store, storage
 from .render import Splitter, render_markdown
 from .status import Status
 
 
-def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
+def message_view(row, live=None, siblings: list[int] | None = None, files: list | None = None) -> dict:
     """What `_message.html` needs for one message, finished or still streaming.
 
-    `siblings` are the ids of every answer to the same question (regenerated ones).
+    `siblings` are the ids of every answer to the same question (regenerated ones); `files` its
+    attachments (looked up when not given).
     """
+    if files is None and row.role == "user":
+        files = attachments_store.listed(current_app.extensions["trickle"].engine, [row.id]).get(row.id, [])
     status = live.status if live is not None else row.status
     text = live.text() if live is not None else row.content
     thought = live.thought() if live is not None else (row.thoughts or "")
@@ -32,6 +35,7 @@ def message_view(row, live=None, siblings: list[int] | None = None) -> dict:
         "tokens_per_s": _tokens_per_second(row),
         "first_thought_ms": _first_thought_ms(row),
         "siblings": siblings or [row.id],
+        "files": [_file_view(f) for f in files or ()],
     }
     if row.role == "assistant":
         view.update(thought_view(row.id, status, thought, thought_ms, not text))
@@ -73,6 +77,17 @@ def _first_thought_ms(row) -> int | None:
     return max(0, row.ttft_ms - row.thought_ms)
 
 
+def _file_view(row) -> dict:
+    return {
+        "url": url_for("attachments.attachment", attachment_id=row.id),
+        "name": row.name,
+        "kind": row.kind,
+        "width": row.width,
+        "height": row.height,
+        "size": row.size,
+    }
+
+
 def _tokens_per_second(row) -> float | None:
     if not row.tokens_out or row.duration_ms is None or row.ttft_ms is None:
         return None
@@ -93,4 +108,7 @@ def conversation_views(conversation_id: int) -> list[dict]:
     app = current_app.extensions["trickle"]
     rows = storage.list_messages(app.engine, conversation_id)
     siblings = storage.alternatives_by_question(app.engine, conversation_id)
-    return [message_view(row, app.registry.get(row.id), siblings.get(row.reply_to)) for row in rows]
+    files = attachments_store.listed(app.engine, [row.id for row in rows if row.role == "user"])
+    return [
+        message_view(row, app.registry.get(row.id), siblings.get(row.reply_to), files.get(row.id, [])) for row in rows
+    ]

@@ -16,7 +16,7 @@ import gevent
 import httpx2
 import openai
 
-from .providers import Delta, ProviderError, Usage, counted_usage
+from .providers import WHAT_TO_DO_WITH_IMAGES, Delta, ProviderError, Usage, counted_usage, has_images
 from .settings import Settings
 from .thoughts import DeltaReader, Rethink
 
@@ -33,6 +33,15 @@ def _retry_after(response) -> float | None:
         return float(value) if value is not None else None
     except (AttributeError, ValueError):
         return None
+
+
+def _refused_images(error: ProviderError, err: Exception, model: str) -> ProviderError:
+    """A request with images that the model refused: most likely it cannot read them; say what to do."""
+    body = getattr(err, "body", None)
+    words = body.get("message") if isinstance(body, dict) else None
+    said = f" It said: {str(words)[:300]}" if words else ""
+    hint = f"Model {model} may not read images. {WHAT_TO_DO_WITH_IMAGES}"
+    return ProviderError(f"{error.message}{said} {hint}", status=error.status)
 
 
 def _provider_error(err: Exception, endpoint: Endpoint, model: str) -> ProviderError:
@@ -128,7 +137,10 @@ class OpenAICompatible:
             ) as response:
                 yield from _parse_sse(_data_lines(response.iter_bytes()), messages)
         except openai.OpenAIError as err:
-            raise _provider_error(err, self.endpoint, model) from err
+            error = _provider_error(err, self.endpoint, model)
+            if has_images(messages) and error.status is not None and error.status not in (401, 403, 429):
+                error = _refused_images(error, err, model)
+            raise error from err
         except (OSError, ValueError, httpx2.TransportError) as err:  # a dropped socket or body, a garbled line
             raise ProviderError(
                 f"The connection to {self.label} broke: {err.__class__.__name__}.", retryable=False

@@ -14,6 +14,7 @@ from .render import render_markdown, renders_by_blocks
 from .security import current_owner
 from .status import Status
 from .textlog import EndedMessage
+from .validation import ATTACHMENT_FIELD
 
 bp = Blueprint("pages", __name__)
 
@@ -81,9 +82,11 @@ def _chosen_model() -> str:
 def send_message():
     """Ask a question (in a new chat when no conversation is given); answers both bubbles."""
     app = trickle()
-    content = answers.question_text(request.form.get("content"))
+    uploads = [(f.filename, f.read()) for f in request.files.getlist(ATTACHMENT_FIELD) if f.filename]
+    content = answers.question_text(request.form.get("content"), with_files=bool(uploads))
     conversation_id = _conversation_id()
-    sent = answers.ask(content, conversation_id, "" if conversation_id else _chosen_model())
+    files = answers.attached_files(uploads)
+    sent = answers.ask(content, conversation_id, "" if conversation_id else _chosen_model(), files)
     if not request.headers.get("HX-Request"):  # no JavaScript: answer once complete
         answers.wait_until_done(sent.generation)
         anchor = f"message-{sent.answer_id}"

@@ -54,6 +54,33 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+WHAT_TO_DO_WITH_IMAGES = "Pick a vision model (one that reads images) for this conversation, or send it without images."
+
+
+def has_images(messages: list[dict]) -> bool:
+    """Whether any message carries an image part (OpenAI content arrays)."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
+def refuse_images(messages: list[dict], model: str) -> None:
+    """A model that cannot read images (the demo model, the local one without a vision projector)
+    says so at once, with what to do, instead of failing obscurely on the content parts."""
+    if has_images(messages):
+        raise ProviderError(f"{model} cannot see images. {WHAT_TO_DO_WITH_IMAGES}")
+
+
+def text_of(content) -> str:
+    """A message's text: its content, or the text parts of a content array joined."""
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content or "")
+
+
 class Provider(Protocol):
     """A model that answers: the OpenAI-compatible services, the local model and the demo all are one."""
 
@@ -80,7 +107,7 @@ class Provider(Protocol):
 
 
 def counted_usage(messages: list[dict], answer: str) -> Usage:
-    prompt = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
+    prompt = sum(estimate_tokens(text_of(m.get("content"))) for m in messages)
     return Usage(prompt, estimate_tokens(answer), counted=True)
 
 
@@ -121,11 +148,12 @@ class DemoModel:
 
     def answer(self, messages: list[dict]) -> str:
         question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-        question = " ".join(str(question).split())[:200] or "nothing"
+        question = " ".join(text_of(question).split())[:200] or "nothing"
         question = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>])", r"\\\1", question)
         return DEMO_TEMPLATE.format(question=question)
 
     def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
+        refuse_images(messages, "The demo model")
         answer = self.answer(messages)
         for token in _TOKEN.findall(answer):
             if self.delay:

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from functools import partial
 from urllib.parse import urlparse
 
 
@@ -86,6 +87,10 @@ class Settings:
     max_streams_per_owner: int  # open event streams (/messages/<id>/events, /api/chat, /ws) per owner, per worker
     max_streams_per_ip: int  # the same per client address
     rate_limit_ws_messages: str  # every message a /ws client sends, per owner
+    attachment_max_bytes: int  # one attached file, as uploaded
+    message_attachments_max_bytes: int  # every file of one message together
+    max_attachments: int  # files in one message
+    owner_daily_attachment_bytes: int  # stored attachments per owner, per UTC day
 
     def __repr__(self) -> str:
         """Secrets stay out of logs and tracebacks."""
@@ -188,6 +193,7 @@ def prices(raw: str) -> tuple[tuple[str, float, float], ...]:
 
 # -- the table ----------------------------------------------------------------------------------------
 
+megabytes = partial(number, whole=True, scale=1024 * 1024)  # a size in whole MB, as bytes
 Default = str | Callable[[Mapping[str, str]], str] | None
 
 
@@ -242,8 +248,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DB_MAX_OVERFLOW", None, whole(0), "10", "more connections opened under load"),
     Setting("DB_POOL_TIMEOUT", None, whole(1), "10", "seconds a request waits for a connection"),
     Setting("DB_CONNECT_TIMEOUT", None, whole(1), "5", "seconds before connecting gives up"),
-    Setting("REDIS_URL", "redis_url", text, None, "live answers, Stop and rate limits across instances",
-            secret=True),
+    Setting("REDIS_URL", "redis_url", text, None, "live answers, Stop and rate limits across instances", secret=True),
     Setting("REDIS_KEY_PREFIX", "redis_key_prefix", text, None, "Redis key scope; unset, from the database URL"),
     # Streaming
     Setting("STREAM_FLUSH_MS", "flush_interval", number(0, scale=0.001), "30", "ms between two writes"),
@@ -271,6 +276,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_REQUEST_MESSAGES", "max_request_messages", whole(1), "200", "messages in one JSON chat request"),
     Setting("MAX_STREAMS_PER_OWNER", "max_streams_per_owner", whole(1), "20", "open streams per owner, per worker"),
     Setting("MAX_STREAMS_PER_IP", "max_streams_per_ip", whole(1), "100", "open streams per address, per worker"),
+    Setting("ATTACHMENT_MAX_MB", "attachment_max_bytes", megabytes(1), "10", "one attached file, in MB"),
+    Setting("MESSAGE_ATTACHMENTS_MAX_MB", "message_attachments_max_bytes", megabytes(1), "20", "files of a message"),
+    Setting("MAX_ATTACHMENTS", "max_attachments", whole(0), "8", "files one message may attach (0: none)"),
+    Setting("OWNER_DAILY_ATTACHMENT_MB", "owner_daily_attachment_bytes", megabytes(0), "200", "MB per owner per day"),
     Setting("DAILY_TOKEN_BUDGET", "daily_token_budget", whole(1), None, "tokens per UTC day, whole instance"),
     Setting("OWNER_DAILY_TOKEN_BUDGET", "owner_daily_token_budget", whole(1), None, "tokens per UTC day, per owner"),
     Setting("MODEL_PRICES", "model_prices", prices, "", "model=in/out USD per million tokens, comma-separated"),
@@ -287,10 +296,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_TOKEN", "metrics_token", text, None, "bearer token for /metrics", secret=True),
     # Sharing and history (trickle/sharing.py, trickle/history.py)
     Setting("SHARING", "sharing", flag, "on", "owners may share a read-only snapshot of a conversation by link"),
-    Setting("SHARED_LINKS_PUBLIC", "shared_links_public", flag, "true",
-            "a shared link opens without the APP_PASSWORD login"),
-    Setting("IMPORT_MAX_MB", "import_max_bytes", number(1, whole=True, scale=1024 * 1024), "25",
-            "the largest history file one import may upload, in MB"),
+    Setting("SHARED_LINKS_PUBLIC", "shared_links_public", flag, "true", "a shared link needs no APP_PASSWORD login"),
+    Setting("IMPORT_MAX_MB", "import_max_bytes", megabytes(1), "25", "the largest history file to import, in MB"),
     # Words and look (docs/customizing.md)
     Setting("APP_NAME", "app_name", text, "Trickle", "the name in the sidebar and the page title"),
     Setting("APP_LOGO", "app_logo", text, None, "an image URL or /static/… path shown before the name"),

@@ -112,6 +112,6 @@ def _when(timestamp: float) -> str:
 def _read_only_view(position: int, message: dict) -> dict:
     """A snapshot message as `_message.html` shows it, numbered by its place (no stored id leaks)."""
     fields = {name: message.get(name) for name in sharing_store.SNAPSHOT_FIELDS}
-    # A snapshot holds no thought (yet: a share-time choice for later), and no error text.
+    # A snapshot holds no thought and no file (yet: share-time choices for later), and no error text.
     row = SimpleNamespace(id=position, reply_to=None, error=None, thoughts=None, thought_ms=None, **fields)
-    return {**message_view(row), "read_only": True}
+    return {**message_view(row, files=[]), "read_only": True}

@@ -64,7 +64,7 @@ messages = sa.Table(
 )
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 
 def create_conversation(
@@ -267,10 +267,11 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
         )
 
 
-def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> list[dict]:
-    """The history sent upstream for the answer `before_id`: earlier turns that have text."""
+def prompt_messages(engine: Engine, conversation_id: int, before_id: int, attached=None) -> list[dict]:
+    """The history sent upstream for the answer `before_id`: earlier turns that have text or files
+    (`attached(db, rows)` gives those with files as content parts: `attachments_store.upstream_parts`)."""
     query = (
-        sa.select(messages.c.role, messages.c.content)
+        sa.select(messages.c.id, messages.c.role, messages.c.content)
         .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id, messages.c.active)
         .order_by(messages.c.id)
     )
@@ -279,7 +280,8 @@ def prompt_messages(engine: Engine, conversation_id: int, before_id: int) -> lis
             sa.select(conversations.c.system_prompt).where(conversations.c.id == conversation_id)
         ).first()
         rows = db.execute(query).all()
-    history = [{"role": row.role, "content": row.content} for row in rows if row.content]
+        parts = attached(db, rows) if attached else {}
+    history = [{"role": r.role, "content": parts.get(r.id, r.content)} for r in rows if r.content or r.id in parts]
     if conversation and conversation.system_prompt:
         history.insert(0, {"role": "system", "content": conversation.system_prompt})
     return history
