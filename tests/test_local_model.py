@@ -36,7 +36,7 @@ def local_packages():
 @pytest.fixture(scope="module")
 def local_server():
     """Nothing configured that chooses a provider: the local model answers (two at a time, the default)."""
-    server = AppServer({"LOCAL_MAX_TOKENS": "250", "DEMO_DELAY_MS": "2"}).start(timeout=60)
+    server = AppServer({"LOCAL_MAX_TOKENS": "600", "DEMO_DELAY_MS": "0"}).start(timeout=60)
     yield server
     server.stop()
 
