@@ -41,6 +41,11 @@ def opacity(locator) -> float:
     return float(locator.evaluate("e => getComputedStyle(e).opacity"))
 
 
+def shows(locator, value: str) -> None:
+    """The element's opacity becomes `value` (a hover or focus takes effect at the next style pass)."""
+    expect(locator).to_have_css("opacity", value, timeout=5000)
+
+
 def open_chat(page, server, size: str, scheme: str = "light") -> None:
     page.set_viewport_size(SIZES[size])
     page.emulate_media(color_scheme=scheme)
@@ -210,15 +215,15 @@ def test_message_actions_show_on_hover_and_focus(shared_server, upstream, page, 
     first = page.locator("article.message.assistant").first
     regenerate = first.locator("button.regenerate")
     page.mouse.move(5, 5)
-    assert opacity(regenerate) == 0
+    shows(regenerate, "0")
     first.hover()
-    assert opacity(regenerate) == 1
+    shows(regenerate, "1")
     page.mouse.move(5, 5)
     first.locator(".copy-answer").focus()
-    assert opacity(regenerate) == 1  # keyboard users see them too
+    shows(regenerate, "1")  # keyboard users see them too
     page.locator("#content").focus()
-    assert opacity(last_answer(page).locator("button.regenerate")) == 1  # the last answer: always
-    assert opacity(page.locator("article.message.user").first.locator(".edit summary")) == 0
+    shows(last_answer(page).locator("button.regenerate"), "1")  # the last answer: always
+    shows(page.locator("article.message.user").first.locator(".edit summary"), "0")
     assert_no_csp_violation(page, console_errors)
 
 
