@@ -1058,7 +1058,7 @@ def test_metrics_count_streams_tokens_latency_errors_and_live_answers(served, up
     assert row.status == "failed"
     upstream.push(Script(text=words(30), delay=0.05))
     slow = send(served, "a slow one", session=person)
-    assert poll(lambda: metric(scrape(served), "trickle_active_streams") >= 1, timeout=5), "no live answer counted"
+    assert wait_for(lambda: metric(scrape(served), "trickle_active_streams") >= 1, timeout=5), "no live answer counted"
     wait_ended(served, slow.answer_id)
 
     def recorded():  # the row is written just before the metrics of its end
@@ -1067,7 +1067,7 @@ def test_metrics_count_streams_tokens_latency_errors_and_live_answers(served, up
         ended_all = metric(samples, count) - metric(before, count) >= 5
         return samples if ended_all and metric(samples, "trickle_active_streams") == 0 else None
 
-    after = poll(recorded, timeout=5) or scrape(served)
+    after = wait_for(recorded, timeout=5) or scrape(served)
 
     def grew(name, **labels):
         return metric(after, name, **labels) - metric(before, name, **labels)
@@ -1081,16 +1081,6 @@ def test_metrics_count_streams_tokens_latency_errors_and_live_answers(served, up
     assert grew("trickle_stream_duration_seconds_count") == 5
     assert grew("trickle_stream_duration_seconds_bucket", le="+Inf") == 5
     assert metric(after, "trickle_active_streams") == 0
-
-
-def poll(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """Poll a server over HTTP until `predicate` holds or `timeout` passes; its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def streams_per_worker(folder: str) -> dict[str, float]:
@@ -1174,7 +1164,7 @@ def test_the_log_has_one_stream_line_per_answer_and_no_secrets(served, upstream)
     def lines():
         return [m for m in STREAM_LINE.finditer(served.read_log())]
 
-    assert poll(lambda: len([m for m in lines() if m["kind"] == "api"]) >= api_before + 1)
+    assert wait_for(lambda: len([m for m in lines() if m["kind"] == "api"]) >= api_before + 1)
     time.sleep(0.3)
     found = lines()
     mine = [m for m in found if m["kind"] == "page" and m["id"] == str(sent.answer_id)]
