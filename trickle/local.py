@@ -104,6 +104,7 @@ class _Answer:
 class LocalModel:
     """Streams from a GGUF model through llama.cpp's server, `parallel` answers at a time per worker."""
 
+    effort_dialect = None  # llama.cpp's server here is not asked for an effort
     names_titles = False  # its slots are for answers; and a title from a tiny model reads worse than the question
 
     def __init__(

@@ -98,6 +98,7 @@ class OpenAICompatible:
 
     def __init__(self, endpoint: Endpoint, settings: Settings):
         self.endpoint = endpoint
+        self.effort_dialect = endpoint.name  # reasoning.py: ollama, openrouter, or OpenAI's field
         self.label = endpoint.label
         self.default_model = DEFAULT_MODELS.get(endpoint.name, "default")
         self._problem: str | None = None

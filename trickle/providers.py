@@ -88,9 +88,11 @@ class Provider(Protocol):
     default_model: str  # used when CHAT_MODEL is not set
     names_titles: bool  # worth a short side request to name a conversation (titles.py)
     about: str | None  # the header's words for it, when "label · model" would not tell a person enough
+    effort_dialect: str | None  # how it takes a reasoning effort (reasoning.py): an endpoint's name, or None
 
     def stream(self, messages: list[dict], model: str) -> Iterator[Delta]:
-        """Text deltas as they come (perhaps `Notice`s), then one `Usage`; raises `ProviderError`."""
+        """Text deltas as they come (perhaps `Notice`s), then one `Usage`; raises `ProviderError`.
+        An OpenAI-compatible one also takes `extra_body=` (a reasoning effort)."""
         ...
 
     def complete(self, messages: list[dict], model: str, *, max_tokens: int) -> str:
@@ -141,6 +143,7 @@ class DemoModel:
     label = "demo model"
     default_model = "demo"
     names_titles = False
+    effort_dialect = None  # the demo model does not think
     about = "demo model — set OPENAI_API_KEY or OLLAMA_HOST to use a real model"
 
     def __init__(self, delay: float = 0.025):

@@ -8,16 +8,16 @@ local and demo models.
 
 from __future__ import annotations
 
-from .openai_compatible import OpenAICompatible
+from .providers import Provider
 
 EFFORTS = ("low", "medium", "high", "off")
 
 
-def effort_fields(provider, effort: str | None) -> dict:
+def effort_fields(provider: Provider, effort: str | None) -> dict:
     """The request body fields that ask `provider` for `effort` (none when it would not know them)."""
-    if not effort or not isinstance(provider, OpenAICompatible):
+    name = provider.effort_dialect
+    if not effort or name is None:
         return {}
-    name = provider.endpoint.name
     if name == "ollama":
         return {"reasoning_effort": "none" if effort == "off" else effort}
     if effort == "off":  # only Ollama can be told not to think
