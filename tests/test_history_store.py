@@ -15,6 +15,7 @@ CONVERSATION = {
     "system_prompt": "Be brief.",
     "created_at": 1700000000.5,
     "updated_at": 1700000100.25,
+    "pinned_at": 1700000200.75,
     "messages": [
         {"role": "user", "content": "Question", "status": "done", "error": None, "model": None, "tokens_in": None,
          "tokens_out": None, "ttft_ms": None, "duration_ms": None, "cost": None, "created_at": 1700000001.0,

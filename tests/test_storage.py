@@ -208,6 +208,39 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(database_url
     engine.dispose()
 
 
+def test_migrating_from_0004_keeps_the_conversations_and_pins_none(database_url):
+    """A database of the previous release: 0005 adds `pinned_at` and the rows stay as they were."""
+    from alembic import command
+
+    engine = database.make_engine(database_url)
+    with engine.begin() as db:
+        command.upgrade(database._alembic_config(db), "0004")
+    with engine.begin() as db:
+        db.execute(
+            sa.text(
+                "INSERT INTO conversations (id, owner, title, created_at, updated_at) "
+                "VALUES (1, 'o', 'older', 1, 1), (2, 'o', 'newer', 2, 2)"
+            )
+        )
+        db.execute(
+            sa.text(
+                "INSERT INTO messages (conversation_id, role, content, status, created_at, stop_requested, active) "
+                "VALUES (1, 'user', 'kept words', 'done', 1, false, true)"
+            )
+        )
+    assert database.current_revision(engine) == "0004"
+
+    assert database.migrate(engine) is True
+    assert database.current_revision(engine) == storage.SCHEMA_REVISION == "0005"
+    assert schema_differences(engine) == []
+    listed = storage.list_conversations(engine, owner="o")
+    assert [(c.id, c.title, c.pinned_at) for c in listed] == [(2, "newer", None), (1, "older", None)]
+    assert [m.content for m in storage.list_messages(engine, 1)] == ["kept words"]
+    assert storage.pin_conversation(engine, 1, "o")  # the new column works
+    assert [c.id for c in storage.list_conversations(engine, owner="o")] == [1, 2]
+    engine.dispose()
+
+
 # -- the storage functions --------------------------------------------------------------------------
 
 
@@ -364,3 +397,38 @@ def test_an_answer_followed_while_the_poll_is_in_flight_is_not_taken_for_deleted
         assert followers.remote[first].error == followers.remote[second].error == "This conversation was deleted."
     finally:
         followers.remote.clear()  # the monitor greenlet, if it ever runs here, ends at once
+
+
+def test_pinned_conversations_come_first_latest_pin_on_top_and_only_for_their_owner(engine):
+    first, second, third = (storage.create_conversation(engine, name, owner="alice") for name in "abc")
+    theirs = storage.create_conversation(engine, "theirs", owner="bob")
+    for conversation in (first, second, third):  # distinct times, oldest first
+        time.sleep(0.01)
+        storage.append_exchange(engine, conversation, "q", "m")
+
+    def listed() -> list[int]:
+        return [c.id for c in storage.list_conversations(engine, owner="alice")]
+
+    assert listed() == [third, second, first]
+
+    assert storage.pin_conversation(engine, first, "alice")
+    time.sleep(0.01)
+    assert storage.pin_conversation(engine, second, "alice")
+    assert listed() == [second, first, third]  # the latest pinned on top, then the rest by activity
+    time.sleep(0.01)
+    storage.append_exchange(engine, third, "again", "m")  # activity does not pass a pin
+    assert listed() == [second, first, third]
+    time.sleep(0.01)
+    assert storage.pin_conversation(engine, first, "alice")  # pinning again brings it to the top
+    assert listed() == [first, second, third]
+    assert storage.get_conversation(engine, first).pinned_at > storage.get_conversation(engine, second).pinned_at
+    assert [c.id for c in storage.list_conversations(engine, owner="alice", search="again")] == [third]
+
+    assert not storage.pin_conversation(engine, theirs, "alice")  # another owner's: untouched
+    assert not storage.pin_conversation(engine, first, "bob")
+    assert storage.get_conversation(engine, theirs).pinned_at is None
+    assert not storage.pin_conversation(engine, 10**9, "alice")
+
+    assert storage.pin_conversation(engine, first, "alice", pinned=False)
+    assert storage.get_conversation(engine, first).pinned_at is None
+    assert listed() == [second, third, first]  # back among the rest, by activity

@@ -2,8 +2,9 @@
 transaction, delete them all.
 
 A conversation travels as a plain dict (the Trickle export's shape, see `history.py`): its title,
-model, system prompt and times, and every message in order, hidden alternatives included, a reply
-pointing at its question by position. So an export imported elsewhere gives the same history back.
+model, system prompt and times (when it was pinned, if it is), and every message in order, hidden
+alternatives included, a reply pointing at its question by position. So an export imported
+elsewhere gives the same history back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .status import Status
 conversations = storage.conversations
 messages = storage.messages
 
-CONVERSATION_FIELDS = ("title", "model", "system_prompt", "created_at", "updated_at")
+CONVERSATION_FIELDS = ("title", "model", "system_prompt", "created_at", "updated_at", "pinned_at")
 MESSAGE_FIELDS = (
     "role",
     "content",

@@ -263,6 +263,7 @@ _CONVERSATION_TYPES = {
     "system_prompt": _TEXT,
     "created_at": _NUMBER,
     "updated_at": _NUMBER,
+    "pinned_at": _NUMBER,
 }
 _MESSAGE_TYPES = {
     "content": _TEXT,

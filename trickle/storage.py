@@ -29,6 +29,7 @@ conversations = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("reasoning_effort", sa.String(16)),  # None: REASONING_EFFORT's default
+    sa.Column("pinned_at", sa.Float),  # None: not pinned; pinned ones come first, latest pin on top
 )
 
 # status: "streaming" while a generation owns the row, then how it ended:
@@ -64,7 +65,7 @@ messages = sa.Table(
 )
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 def create_conversation(
@@ -90,8 +91,10 @@ def get_conversation(engine: Engine, conversation_id: int, owner: str | None = N
 
 
 def list_conversations(engine: Engine, owner: str | None = None, search: str | None = None, limit: int = 200):
-    """The sidebar: newest first; with `search`, those whose title or any message contains it."""
-    query = conversations.select().order_by(conversations.c.updated_at.desc()).limit(limit)
+    """The sidebar: pinned ones first (the latest pinned on top), then newest first; with `search`,
+    those whose title or any message contains it."""
+    order = (conversations.c.pinned_at.desc().nulls_last(), conversations.c.updated_at.desc())
+    query = conversations.select().order_by(*order).limit(limit)
     if owner is not None:
         query = query.where(conversations.c.owner == owner)
     if search:
@@ -110,6 +113,17 @@ def update_conversation(engine: Engine, conversation_id: int, **values) -> None:
     allowed = {key: value for key, value in values.items() if key in settable}
     with engine.begin() as db:
         db.execute(conversations.update().where(conversations.c.id == conversation_id).values(**allowed))
+
+
+def pin_conversation(engine: Engine, conversation_id: int, owner: str | None, pinned: bool = True) -> bool:
+    """Pin a conversation to the top of the list (pinning again moves it to the top), or unpin it.
+    False if it does not exist or belongs to another owner."""
+    query = conversations.update().where(conversations.c.id == conversation_id)
+    if owner is not None:
+        query = query.where(conversations.c.owner == owner)
+    with engine.begin() as db:
+        done = db.execute(query.values(pinned_at=time.time() if pinned else None))
+    return done.rowcount == 1
 
 
 def retitle(engine: Engine, conversation_id: int, expected: str, title: str) -> bool:
