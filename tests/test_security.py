@@ -331,6 +331,8 @@ def test_another_owner_gets_404_for_every_url_of_a_conversation_and_changes_noth
         (f"/messages/{question}/edit", {"content": "Bob was here"}),
         (f"/c/{cid}/rename", {"title": "Bob was here"}),
         (f"/c/{cid}/options", {"model": "fake-model-2", "system_prompt": "Bob was here"}),
+        (f"/c/{cid}/pin", {}),
+        (f"/c/{cid}/unpin", {}),
         (f"/c/{cid}/delete", {}),
         ("/messages", {"content": "Bob was here", "conversation_id": str(cid)}),
     ]
@@ -432,6 +434,7 @@ def test_every_state_changing_control_checks_the_csrf_token(server):
         (f"/messages/{answer - 1}/edit", {"content": "x"}),
         (f"/c/{cid}/rename", {"title": "x"}),
         (f"/c/{cid}/options", {"model": "fake-model-2"}),
+        (f"/c/{cid}/pin", {}),
         (f"/c/{cid}/delete", {}),
     ]:
         assert_readable(alice.post(path, data=data, headers=HX), 403)

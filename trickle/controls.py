@@ -1,5 +1,5 @@
 """The controls around a conversation: regenerate, alternatives, edit and resend, rename,
-per-conversation model and system prompt, search and export."""
+per-conversation model and system prompt, pin to the top of the list, search and export."""
 
 from __future__ import annotations
 
@@ -127,10 +127,31 @@ def search():
     query = request.args.get("q", "").strip()
     if not request.headers.get("HX-Request"):
         return redirect(url_for("pages.index", q=query or None))
-    rows = storage.list_conversations(trickle().engine, current_owner(), search=query or None)
     # The page's URL (client input): ASCII digits of an id a database can hold, before `int()`.
     match = re.search(r"/c/([0-9]{1,19})(?![0-9])", request.headers.get("HX-Current-URL", ""))
-    conversation = {"id": int(match.group(1))} if match else None
+    return _sidebar_rows(query, int(match.group(1)) if match else None)
+
+
+@bp.post("/c/<int:conversation_id>/<any(pin, unpin):action>")
+def pin(conversation_id: int, action: str):
+    """Pin a conversation to the top of the list, or unpin it; answers the list (htmx) or the page
+    it was on (`current`, with the search `q`), its list open."""
+    if not storage.pin_conversation(trickle().engine, conversation_id, current_owner(), action == "pin"):
+        abort(404, "This conversation does not exist (it may have been deleted).")
+    query = (request.form.get("q") or "").strip()
+    raw = (request.form.get("current") or "").strip()  # client input: checked before `int()`
+    current = int(raw) if re.fullmatch(r"[0-9]{1,18}", raw) else None
+    if request.headers.get("HX-Request"):
+        return _sidebar_rows(query, current)
+    if current is None:
+        return redirect(url_for("pages.index", q=query or None, _anchor="sidebar"), 303)
+    return redirect(url_for("pages.conversation", conversation_id=current, q=query or None, _anchor="sidebar"), 303)
+
+
+def _sidebar_rows(query: str, current: int | None):
+    """The sidebar's rows (pinned first), those matching `query` if any, `current` marked as the page's."""
+    rows = storage.list_conversations(trickle().engine, current_owner(), search=query or None)
+    conversation = {"id": current} if current is not None else None
     return render_template("_conversation_rows.html", conversations=rows, conversation=conversation, search=query)
 
 
@@ -162,6 +183,7 @@ def export(conversation_id: int, fmt: str):
                 "title": conversation.title,
                 "model": conversation.model or app.settings.chat_model,
                 "system_prompt": conversation.system_prompt,
+                "pinned": conversation.pinned_at is not None,
                 "messages": [
                     {
                         "role": r.role,
