@@ -37,7 +37,8 @@ def test_htmx_pin_answers_the_list_pinned_first_and_unpin_puts_it_back(app, clie
     first, second, third = conversations_of(app, client, "Alpha", "Beta", "Gamma")
     assert sidebar_ids(page_sidebar(client)) == [third, second, first]
 
-    response = client.post(f"/c/{first}/pin", data={"current": str(second)}, headers=HX)
+    page_url = {"HX-Current-URL": f"http://localhost/c/{second}"}
+    response = client.post(f"/c/{first}/pin", headers={**HX, **page_url})
     assert response.status_code == 200
     assert sidebar_ids(response.text) == [first, third, second]
     assert pinned_ids(response.text) == [first]
@@ -71,7 +72,7 @@ def test_without_javascript_pin_redirects_to_the_page_it_was_on_with_the_list_op
     response = client.post(f"/c/{first}/unpin", data={"q": "alp"})
     assert response.status_code == 303 and response.headers["Location"].endswith("/?q=alp#sidebar")
     assert pinned_ids(page_sidebar(client)) == []
-    response = client.post(f"/c/{first}/pin", data={"current": "1" * 40})  # not an id: the new chat page
+    response = client.post(f"/c/{first}/pin", data={"current": "9" * 19})  # not an id: the new chat page
     assert response.status_code == 303 and response.headers["Location"].endswith("/#sidebar")
 
 

@@ -127,25 +127,35 @@ def search():
     query = request.args.get("q", "").strip()
     if not request.headers.get("HX-Request"):
         return redirect(url_for("pages.index", q=query or None))
-    # The page's URL (client input): ASCII digits of an id a database can hold, before `int()`.
-    match = re.search(r"/c/([0-9]{1,19})(?![0-9])", request.headers.get("HX-Current-URL", ""))
-    return _sidebar_rows(query, int(match.group(1)) if match else None)
+    return _sidebar_rows(query, _page_conversation())
 
 
 @bp.post("/c/<int:conversation_id>/<any(pin, unpin):action>")
 def pin(conversation_id: int, action: str):
     """Pin a conversation to the top of the list, or unpin it; answers the list (htmx) or the page
-    it was on (`current`, with the search `q`), its list open."""
+    it was on (the form's `current`, with the search `q`), its list open."""
     if not storage.pin_conversation(trickle().engine, conversation_id, current_owner(), action == "pin"):
         abort(404, "This conversation does not exist (it may have been deleted).")
     query = (request.form.get("q") or "").strip()
-    raw = (request.form.get("current") or "").strip()  # client input: checked before `int()`
-    current = int(raw) if re.fullmatch(r"[0-9]{1,18}", raw) else None
     if request.headers.get("HX-Request"):
-        return _sidebar_rows(query, current)
+        return _sidebar_rows(query, _page_conversation())
+    current = _id_or_none(request.form.get("current") or "")
     if current is None:
         return redirect(url_for("pages.index", q=query or None, _anchor="sidebar"), 303)
     return redirect(url_for("pages.conversation", conversation_id=current, q=query or None, _anchor="sidebar"), 303)
+
+
+def _id_or_none(raw: str) -> int | None:
+    """Client input: ASCII digits of an id a database can hold, checked before `int()`."""
+    if not re.fullmatch(r"[0-9]{1,19}", raw.strip()):
+        return None
+    return int(raw) if int(raw) <= 2**63 - 1 else None
+
+
+def _page_conversation() -> int | None:
+    """The conversation of the page htmx sent from (its URL, pushed after a new chat's first answer)."""
+    match = re.search(r"/c/([0-9]{1,19})(?![0-9])", request.headers.get("HX-Current-URL", ""))
+    return _id_or_none(match.group(1)) if match else None
 
 
 def _sidebar_rows(query: str, current: int | None):
