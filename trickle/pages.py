@@ -169,8 +169,8 @@ def message_events(message_id: int):
 
 
 def _stream_renderers(message_id: int):
-    """Render the thought disclosure and the final bubble after the request is gone: they read
-    nothing from `request` later."""
+    """Render the thought disclosure and the final bubble (with the conversation's totals, out of
+    band) after the request is gone: they read nothing from `request` later."""
     app = current_app._get_current_object()
     environ = {
         key: request.environ[key]
@@ -179,6 +179,7 @@ def _stream_renderers(message_id: int):
     }
     environ.update({"PATH_INFO": "/", "REQUEST_METHOD": "GET"})
     token = session.get("csrf", "")
+    owner = current_owner()
 
     def render_final(_followed, shown: Shown | None) -> str:
         with app.request_context(environ):
@@ -195,7 +196,8 @@ def _stream_renderers(message_id: int):
             if state.titles.named(row.conversation_id):  # the model's title arrived during this answer
                 conversation = storage.get_conversation(state.engine, row.conversation_id)
                 fragment += render_template("_title.html", conversation=conversation, oob=True)
-            return fragment
+            totals = ledger.usage_totals(state.engine, owner, row.conversation_id)  # this answer's included
+            return fragment + render_template("_usage.html", conversation_usage=totals, oob=True)
 
     def render_thought(thought: str, thinking: bool, thought_ms: int | None) -> str:
         with app.request_context(environ):

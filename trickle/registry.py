@@ -99,8 +99,12 @@ class Registry:
 
     def _finished(self, generation: Generation, outcome: str, error: str | None) -> None:
         self._forget(generation)
+        # Usage before the end: whoever shows the end, on any worker, finds it in the totals.
+        counted = self._record_usage(generation)
         if generation.stored:
             self._save_end(generation, outcome, error)
+        if not counted and not self._record_usage(generation):  # again, after the end's retries
+            log.error("recording usage of %s failed", generation.key)
         self._account(generation, outcome)
 
     def _save_end(self, generation: Generation, outcome: str, error: str | None) -> None:
@@ -149,10 +153,9 @@ class Registry:
         usage = generation.usage
         return pricing.cost_of(self.settings, generation.model, usage.prompt_tokens, usage.completion_tokens)
 
-    def _account(self, generation: Generation, outcome: str) -> None:
-        """Usage for the budgets, metrics, and one log line per stream (never its text)."""
+    def _record_usage(self, generation: Generation) -> bool:
+        """The usage row of the budgets and the page's totals; False if the database refused it."""
         usage = generation.usage
-        cost = self._cost(generation)
         try:
             ledger.record_usage(
                 self.engine,
@@ -161,10 +164,17 @@ class Registry:
                 generation.model,
                 usage.prompt_tokens,
                 usage.completion_tokens,
-                cost,
+                self._cost(generation),
             )
+            return True
         except Exception:
-            log.exception("recording usage of %s failed", generation.key)
+            log.warning("recording usage of %s failed", generation.key, exc_info=log.isEnabledFor(logging.DEBUG))
+            return False
+
+    def _account(self, generation: Generation, outcome: str) -> None:
+        """Metrics, and one log line per stream (never its text)."""
+        usage = generation.usage
+        cost = self._cost(generation)
         metrics.record_end(
             outcome,
             usage.prompt_tokens,
