@@ -521,6 +521,7 @@ class FakeUpstream:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
+        self.connections_accepted = 0  # TCP connections ever opened to it: keep-alive shows as fewer
         self._counter = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -639,6 +640,7 @@ class FakeUpstream:
     def _register(self, conn: socket.socket) -> None:
         with self._lock:
             self._conns.add(conn)
+            self.connections_accepted += 1
 
     def _unregister(self, conn: socket.socket) -> None:
         with self._lock:

@@ -171,3 +171,37 @@ def test_follow_yields_text_events_that_each_encoder_writes_in_its_own_form():
     abandoned = RemoteAnswer(2, "Half an ans")
     abandoned.abandoned = True  # this worker shuts down: the listener ends without a final event
     assert list(follow(abandoned, 0, **intervals)) == [Start("", 0)]
+
+
+def test_the_registry_counts_each_owner_s_unstored_answers_while_they_run():
+    import gevent.event
+    import sqlalchemy as sa
+
+    from trickle import database
+    from trickle.registry import Registry
+
+    class Held(DemoModel):
+        """Answers once the test lets it."""
+
+        def __init__(self):
+            super().__init__(0)
+            self.gate = gevent.event.Event()
+
+        def stream(self, messages, model):
+            self.gate.wait(10)
+            yield from super().stream(messages, model)
+
+    engine = sa.create_engine("sqlite://")
+    database.migrate(engine)
+    registry = Registry(engine, load_settings({}))
+    question = [{"role": "user", "content": "hi"}]
+    quick, held = DemoModel(0), Held()
+    alice = [registry.start(f"a{n}", quick, question, "demo", stored=False, owner="alice") for n in range(2)]
+    bob = registry.start("b", held, question, "demo", stored=False, owner="bob")
+    counts = registry.count_unstored
+    assert (counts("alice"), counts("bob"), counts("eve")) == (2, 1, 0)
+    for generation in alice:
+        assert generation.done.wait(10)
+    assert (counts("alice"), counts("bob")) == (0, 1)
+    held.gate.set()
+    assert bob.done.wait(10) and registry.count_unstored("bob") == 0

@@ -12,6 +12,7 @@ from flask_limiter.util import get_remote_address
 from limits import parse
 
 from . import ledger, storage
+from .rate_counters import SCHEME as IN_PROCESS_COUNTERS
 
 log = logging.getLogger("trickle.limits")
 
@@ -57,7 +58,7 @@ def rate_refusal(scope: str) -> str | None:
 
 
 def init_app(app, settings) -> None:
-    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
+    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or f"{IN_PROCESS_COUNTERS}://"
     app.config["RATELIMIT_HEADERS_ENABLED"] = True
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True  # Redis away: serve without limits rather than fail
     limiter.init_app(app)

@@ -21,6 +21,7 @@ from .settings import Settings
 from .thoughts import DeltaReader, Rethink
 
 CHECK_TIMEOUT_S = 3.0  # the start-up look at /models: a dead address must not hold a worker's start for long
+END_OF_BODY_WAIT_S = 0.5  # after `[DONE]`: how long the end of the body may take before the connection is dropped
 RECHECK_S = 60.0  # a problem shown on the page is looked at again this often (in the background)
 # The variable that sets each kind of endpoint, for the page's "could not reach …" banner.
 ADDRESS_VARIABLE = {"custom": "OPENAI_BASE_URL", "ollama": "OLLAMA_HOST"}
@@ -125,18 +126,22 @@ class OpenAICompatible:
         Reads the raw SSE lines instead of building a model object per chunk: the
         per-token cost is most of what a relay spends.
         """
-        extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-        if extra_body:
-            extra["extra_body"] = extra_body
         try:
-            with self.client.chat.completions.with_streaming_response.create(
-                model=model,
-                messages=messages,
+            # openai's documented low-level request: its auth, base URL, headers and error types, its
+            # connection pool, without the typed-params transform (which walks every message each time).
+            response = self.client.post(
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                content=self._body(messages, model, extra_body),
+                options={"headers": {"Content-Type": "application/json"}},
                 stream=True,
-                stream_options={"include_usage": True},
-                **extra,
-            ) as response:
-                yield from _parse_sse(_data_lines(response.iter_bytes()), messages)
+            )
+            try:
+                chunks = response.iter_bytes()
+                yield from _parse_sse(_data_lines(chunks), messages)
+                _read_to_the_end(chunks)
+            finally:
+                response.close()
         except openai.OpenAIError as err:
             error = _provider_error(err, self.endpoint, model)
             if has_images(messages) and error.status is not None and error.status not in (401, 403, 429):
@@ -146,6 +151,20 @@ class OpenAICompatible:
             raise ProviderError(
                 f"The connection to {self.label} broke: {err.__class__.__name__}.", retryable=False
             ) from err
+
+    def _body(self, messages: list[dict], model: str, extra_body: dict | None) -> bytes:
+        """The request, encoded once: what `chat.completions.create` would send for these arguments."""
+        body = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.max_tokens:
+            body["max_tokens"] = self.max_tokens
+        if extra_body:
+            body.update(extra_body)
+        return json.dumps(body, ensure_ascii=False).encode()
 
     def complete(self, messages: list[dict], model: str, *, max_tokens: int) -> str:
         """One short answer, not streamed (a conversation's title): its text."""
@@ -197,6 +216,15 @@ class OpenAICompatible:
         if self._problem and stale and (self._checking is None or self._checking.ready()):
             self._checking = gevent.spawn(self.check)
         return self._problem
+
+
+def _read_to_the_end(chunks: Iterator[bytes]) -> None:
+    """Read what follows `[DONE]` (the body's last chunk, at once from any server) so the connection
+    goes back to the pool: one closed early is thrown away, and the next answer pays a new connection
+    (a TLS handshake, for a remote provider). A server that keeps the body open is not waited for."""
+    with gevent.Timeout(END_OF_BODY_WAIT_S, False):
+        for _ in chunks:
+            pass
 
 
 def _data_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:

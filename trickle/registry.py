@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import gevent
 
@@ -42,6 +43,7 @@ class Registry:
         self.followers = Followers(engine, settings, bus, self.live, self.database, self._ensure_monitor)
         self._monitor: gevent.Greenlet | None = None
         self._saved_length: dict[object, int] = {}  # of the stored generations: how much is in the database
+        self._unstored: Counter[str | None] = Counter()  # per owner: a limit check must not walk every answer
 
     # -- local generations ---------------------------------------------------
     def start(
@@ -79,6 +81,8 @@ class Registry:
         )
         metrics.ACTIVE_STREAMS.inc()
         self.live[key] = generation
+        if not stored:
+            self._unstored[owner] += 1
         if stored:
             self._saved_length[key] = 0
             self.followers.publishing(key)
@@ -90,10 +94,13 @@ class Registry:
 
     def count_unstored(self, owner: str) -> int:
         """Answers of this owner streaming through the API in this worker (stored ones are in the database)."""
-        return sum(1 for g in self.live.values() if g.owner == owner and not g.stored)
+        return self._unstored[owner]
 
     def _forget(self, generation: Generation) -> None:
-        self.live.pop(generation.key, None)
+        if self.live.pop(generation.key, None) is not None and not generation.stored:
+            self._unstored[generation.owner] -= 1
+            if not self._unstored[generation.owner]:
+                del self._unstored[generation.owner]
         self._saved_length.pop(generation.key, None)
         metrics.ACTIVE_STREAMS.dec()
 

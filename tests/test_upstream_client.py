@@ -1,0 +1,67 @@
+"""The request an answer sends upstream, and the connection it goes on (the real openai client, a real socket)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fake_upstream import Script
+from trickle.openai_compatible import OpenAICompatible
+from trickle.provider_choice import configured_endpoint
+from trickle.providers import ProviderError, Usage
+from trickle.settings import load_settings
+
+from .conftest import upstream_env
+
+
+def provider(upstream, **env: str) -> OpenAICompatible:
+    settings = load_settings({**upstream_env(upstream), **env})
+    return OpenAICompatible(configured_endpoint(settings), settings)
+
+
+def answer(chat: OpenAICompatible, messages: list[dict], model: str = "fake-model", **options) -> tuple[str, list]:
+    deltas = list(chat.stream(messages, model, **options))
+    return "".join(d for d in deltas if isinstance(d, str)), [d for d in deltas if isinstance(d, Usage)]
+
+
+def test_the_request_carries_what_the_typed_call_would_send(upstream):
+    upstream.push(Script(text="Hello there"))
+    chat = provider(upstream, MAX_TOKENS="64")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi — café"}]
+    text, usage = answer(chat, messages, extra_body={"reasoning_effort": "low"})
+    assert text == "Hello there"
+    assert usage and usage[0].completion_tokens > 0
+    request = upstream.requests[-1]
+    assert request["headers"]["content-type"] == "application/json"
+    assert request["headers"]["authorization"] == "Bearer test-key"
+    body = request["body"]
+    assert body["model"] == "fake-model"
+    assert body["messages"] == messages
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 64
+    assert body["reasoning_effort"] == "low"
+
+
+def test_answers_in_a_row_reuse_one_connection(upstream):
+    chat = provider(upstream)
+    before = upstream.connections_accepted
+    for n in range(4):
+        upstream.push(Script(text=f"answer {n}"))
+        assert answer(chat, [{"role": "user", "content": "again"}])[0] == f"answer {n}"
+    assert upstream.connections_accepted - before == 1  # each body read to its end: back to the pool
+
+
+def test_a_refusal_keeps_its_status_and_the_next_answer_still_comes(upstream):
+    chat = provider(upstream)
+    upstream.push(Script(status=429, retry_after=3), Script(text="fine now"))
+    with pytest.raises(ProviderError) as refused:
+        answer(chat, [{"role": "user", "content": "hi"}])
+    assert refused.value.status == 429 and refused.value.retryable and refused.value.retry_after == 3
+    assert answer(chat, [{"role": "user", "content": "hi"}])[0] == "fine now"
+
+
+def test_a_dropped_stream_is_an_error_not_a_short_answer(upstream):
+    chat = provider(upstream)
+    upstream.push(Script(text="one two three four", drop_after=2))
+    with pytest.raises(ProviderError):
+        answer(chat, [{"role": "user", "content": "hi"}])
