@@ -267,7 +267,8 @@ def report_rows(args, bench: Bench, rows: list[dict], medians: list[dict], info:
     if info.get("first_text"):
         print()
         print(browser.report(info["first_text"]))
-    checks = goals.check_rows(medians, {t.key: t for t in args.targets})
+    settings = {name: os.environ[name] for name in goals.WIRE_SETTINGS if name in os.environ}
+    checks = goals.check_rows(medians, {t.key: t for t in args.targets}, settings)
     if info.get("cold_start"):
         checks.append(goals.check_cold_start(info["cold_start"]))
     if info.get("first_text"):

@@ -20,6 +20,7 @@ WIRE_PAGE = 3.0  # bytes on the wire / bytes of text
 COLD_START_S = 0.8
 FIRST_TEXT_MS = 50.0  # upstream's first content chunk → text in the page, in Chromium
 SOAK_RSS_DRIFT = 0.05
+WIRE_SETTINGS = ("STREAM_FLUSH_MS", "STREAM_FLUSH_CHARS", "SSE_PING_S")  # what the wire/text target assumes unset
 
 
 def verdict(ok: bool) -> str:
@@ -28,7 +29,7 @@ def verdict(ok: bool) -> str:
 
 def _inexact(row: dict) -> str:
     lost = row["n"] * row.get("repeats", 1) - row["exact"]
-    return f" ({lost} streams not exact)" if lost else ""
+    return f" ({lost} stream{'s' if lost > 1 else ''} not exact)" if lost else ""
 
 
 def _ratio_line(what: str, row: dict, base: dict, key: str, limit: float, unit: str = "ms", spec: str = ".0f") -> str:
@@ -40,11 +41,12 @@ def _ratio_line(what: str, row: dict, base: dict, key: str, limit: float, unit: 
     )
 
 
-def check_rows(rows: list[dict], targets: dict) -> list[str]:
-    """The targets on the table's rows (medians when repeated): TTFT, gaps, CPU per token, wire bytes."""
+def check_rows(rows: list[dict], targets: dict, settings: dict[str, str] | None = None) -> list[str]:
+    """The targets on the table's rows (medians when repeated): TTFT, gaps, CPU per token, wire bytes.
+    `settings`: those of WIRE_SETTINGS the run set, named on the wire/text line (not the default)."""
     measured = [row for row in rows if not row.get("skipped") and row.get("repeats", 1) > 0]
     express = {row["n"]: row for row in measured if row["target"] == "express"}
-    lines = []
+    ttft, gap, cpu, wire = [], [], [], []  # printed in this order, each in the order the rows ran
     worst_wire: dict[str, dict] = {}
     for row in measured:
         target = targets.get(row["target"])
@@ -54,28 +56,31 @@ def check_rows(rows: list[dict], targets: dict) -> list[str]:
         one_worker = target.server == "trickle" and target.workers == 1
         if base and row["n"] in TTFT_N and row["ttft_p50_ms"] is not None and base["ttft_p50_ms"]:
             limit = TTFT_API if target.mode == "api" else TTFT_PAGE
-            lines.append(_ratio_line("TTFT p50", row, base, "ttft_p50_ms", limit))
+            ttft.append(_ratio_line("TTFT p50", row, base, "ttft_p50_ms", limit))
         if row["n"] == GAP_N and row["gap_p99_ms"] is not None:
             if one_worker and base and base["gap_p99_ms"]:
-                lines.append(_ratio_line("gap p99", row, base, "gap_p99_ms", GAP_ONE_WORKER))
+                gap.append(_ratio_line("gap p99", row, base, "gap_p99_ms", GAP_ONE_WORKER))
             elif target.server == "trickle" and target.workers == 2:
                 ok = row["gap_p99_ms"] <= GAP_TWO_WORKERS_MS
-                lines.append(
+                gap.append(
                     f"gap p99, {row['label']}, N={row['n']}: {row['gap_p99_ms']:.0f} ms "
                     f"(≤ {GAP_TWO_WORKERS_MS:.0f} ms) — {verdict(ok)}{_inexact(row)}"
                 )
         if one_worker and base and row["n"] in CPU_N and row["us_per_token"] is not None and base["us_per_token"]:
             limit = CPU_API if target.mode == "api" else CPU_PAGE
-            lines.append(_ratio_line("CPU per token", row, base, "us_per_token", limit, "µs", ".1f"))
+            cpu.append(_ratio_line("CPU per token", row, base, "us_per_token", limit, "µs/tok", ".1f"))
         if target.mode == "page" and row["wire_ratio"] is not None:
             worst = worst_wire.get(row["target"])
             if worst is None or row["wire_ratio"] > worst["wire_ratio"]:
                 worst_wire[row["target"]] = row
+    changed = ", ".join(f"{name}={value}" for name, value in (settings or {}).items())
     for row in worst_wire.values():
-        lines.append(
+        wire.append(
             f"wire/text, {row['label']}, worst N={row['n']}: {row['wire_ratio']:.2f} (≤ {WIRE_PAGE:.2f}) "
             f"— {verdict(row['wire_ratio'] <= WIRE_PAGE)}"
+            + (f" (not at default settings: {changed})" if changed else "")
         )
+    lines = ttft + gap + cpu + wire
     if not express and any(row["target"].startswith("trickle") for row in measured):
         lines.append("(no Express row in this run: the targets relative to Express are not checked)")
     return lines
