@@ -267,6 +267,8 @@ BENCH_LIMITS = {
     "RATE_LIMIT_PER_OWNER": "1000000/minute",
     "RATE_LIMIT_PER_IP": "1000000/minute",
     "MAX_CONCURRENT_PER_OWNER": "100000",
+    "MAX_STREAMS_PER_OWNER": "100000",  # open event streams per worker
+    "MAX_STREAMS_PER_IP": "100000",
     "MODEL_TITLES": "0",
 }  # the baseline names nothing: a title request would be extra load
 
