@@ -2,18 +2,20 @@
 
 During the run it does as little as it can (one epoll loop; each `recv` is
 stored with its arrival time, nothing is parsed), so its CPU stays small and is
-reported separately; the streams are decoded afterwards (or, in soak mode, as
-each one ends). Every request says `Connection: close`, so a response ends at
-EOF and no framing is parsed while timing matters.
+reported separately; the streams are decoded afterwards. Every request says
+`Connection: close`, so a response ends at EOF and no framing is parsed while
+timing matters.
 
 Modes:
   openai  POST /v1/chat/completions (stream, include_usage): the upstream directly
   api     POST /api/chat {"messages": [...]} -> data: {"content": ...} ... data: [DONE]
   page    POST /messages (HX-Request) -> sse-connect URL -> GET it: delta events ... done
 
-Run by the benchmark (`python -m bench.loadgen CONFIG.json`): prints READY,
-waits for GO on stdin, prints RUNDONE <client cpu s>, waits for ANALYSE, then
-prints RESULT once the JSON result file is written. 127.0.0.1 only.
+Run by the benchmark (`python -m bench.loadgen CONFIG.json`): opens its sessions and
+prints READY; then, for each wave of N streams, waits for GO on stdin, prints
+RUNDONE <client cpu s>, waits for ANALYSE <path>, and prints RESULT once that JSON
+file is written. Waves reuse the same sessions (the same N people asking again),
+so a soak is many waves of one process; QUIT or EOF ends it. 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -357,9 +359,8 @@ class LoadGen:
         self.epoll = select.epoll()
         self.fds: dict[int, Stream] = {}
         self.streams: list[Stream] = []
-        self.results: list[dict] = []  # soak: analysed as they end
-        self.inline = bool(cfg.get("soak_s"))
         self.running = 0
+        self.wave = 0
         # the page flow: one browser session per concurrent stream, as N people would have
         self.sessions = [open_session(self.host, self.port) for _ in range(cfg["n"])] if self.mode == "page" else []
 
@@ -391,7 +392,9 @@ class LoadGen:
             stream.session = self.sessions[index % len(self.sessions)]
         port = self.port_of(stream)
         self.connect(
-            stream, first_request(self.mode, f"{self.host}:{port}", f"Benchmark question {index}", stream.session), port
+            stream,
+            first_request(self.mode, f"{self.host}:{port}", f"Benchmark question {self.wave}.{index}", stream.session),
+            port,
         )
 
     def close(self, stream: Stream) -> None:
@@ -429,9 +432,6 @@ class LoadGen:
     def end(self, stream: Stream) -> None:
         stream.t_end = time.monotonic()
         self.running -= 1
-        if self.inline:
-            self.results.append(analyse(self.mode, stream, self.expected))
-            stream.recvs = stream.post_recvs = None
 
     def on_event(self, stream: Stream, mask: int) -> None:
         if stream.state == CONNECTING:
@@ -471,41 +471,25 @@ class LoadGen:
             self.phase_ended(stream)
 
     def run(self) -> dict:
+        """One wave: N streams, one every ramp_s / N, until all have ended or the deadline passed."""
         cfg = self.cfg
         n = cfg["n"]
-        ramp = cfg.get("ramp_s", 0.0)
-        soak = cfg.get("soak_s") or 0
+        self.wave += 1
+        self.streams = []
+        self.running = 0
         started = time.monotonic()
-        deadline = started + (soak or 0) + cfg["timeout_s"]
-        soak_end = started + soak
-        spacing = ramp / n if n else 0
+        deadline = started + cfg["timeout_s"]
+        spacing = cfg.get("ramp_s", 0.0) / n if n else 0
         next_index = 0
-        next_progress = started + 5
         poll = self.epoll.poll
         fds = self.fds
         while True:
             now = time.monotonic()
-            if soak:
-                while now < soak_end and self.running < n:  # keep n streams open; the soak's time bounds it
-                    if next_index < n and now < started + spacing * next_index:
-                        break  # still ramping up
-                    self.start(next_index)
-                    next_index += 1
-                if now >= next_progress:
-                    next_progress = now + 5
-                    exact = sum(1 for r in self.results if r["exact"])
-                    print(
-                        f"PROGRESS {now - started:.0f} started={next_index} ended={len(self.results)} exact={exact}",
-                        flush=True,
-                    )
-                if now >= soak_end and self.running == 0:
-                    break
-            else:
-                while next_index < n and started + spacing * next_index <= now:
-                    self.start(next_index)
-                    next_index += 1
-                if next_index == n and self.running == 0:
-                    break
+            while next_index < n and started + spacing * next_index <= now:
+                self.start(next_index)
+                next_index += 1
+            if next_index == n and self.running == 0:
+                break
             if now > deadline:
                 for stream in list(fds.values()):
                     stream.error = stream.error or "timeout"
@@ -513,7 +497,7 @@ class LoadGen:
                     self.end(stream)
                 break
             timeout = 0.05
-            if not soak and next_index < n:
+            if next_index < n:
                 timeout = max(0.0, min(timeout, started + spacing * next_index - now))
             for fd, mask in poll(timeout):
                 stream = fds.get(fd)
@@ -527,25 +511,23 @@ def main() -> None:
         cfg = json.load(fh)
     gen = LoadGen(cfg)
     print("READY", flush=True)
-    if sys.stdin.readline().strip() != "GO":
-        return
-    gc.collect()
-    gc.disable()  # a full collection over the stored recvs would stall the loop for tens of ms: no cycles here
-    cpu0 = cpu_seconds()
-    info = gen.run()
-    cpu_run = cpu_seconds() - cpu0
-    gc.enable()
-    print(f"RUNDONE {cpu_run:.3f}", flush=True)
-    if sys.stdin.readline().strip() != "ANALYSE":  # decoding waits until the server's CPU has been read
-        return
-    if gen.inline:
-        results = gen.results
-    else:
+    while sys.stdin.readline().strip() == "GO":
+        gc.collect()
+        gc.disable()  # a full collection over the stored recvs would stall the loop for tens of ms: no cycles here
+        cpu0 = cpu_seconds()
+        info = gen.run()
+        cpu_run = cpu_seconds() - cpu0
+        gc.enable()
+        print(f"RUNDONE {cpu_run:.3f}", flush=True)
+        command, _, path = sys.stdin.readline().strip().partition(" ")
+        if command != "ANALYSE" or not path:  # decoding waits until the server's CPU has been read
+            return
         results = [analyse(gen.mode, stream, gen.expected) for stream in gen.streams]
-    cpu_total = cpu_seconds() - cpu0
-    with open(cfg["result_path"], "w") as fh:
-        json.dump({"client_cpu_run_s": cpu_run, "client_cpu_total_s": cpu_total, **info, "streams": results}, fh)
-    print("RESULT", flush=True)
+        gen.streams = []  # a soak runs many waves: only the figures stay
+        cpu_total = cpu_seconds() - cpu0
+        with open(path, "w") as fh:
+            json.dump({"client_cpu_run_s": cpu_run, "client_cpu_total_s": cpu_total, **info, "streams": results}, fh)
+        print("RESULT", flush=True)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,8 @@ def base_env() -> dict[str, str]:
 
 # -- the fake upstream --------------------------------------------------------------
 class Upstream:
-    def __init__(self, tokens: int, interval_ms: float, log_dir: Path):
-        self.tokens, self.interval_ms = tokens, interval_ms
+    def __init__(self, tokens: int, interval_ms: float, log_dir: Path, first_ms: float | None = None):
+        self.tokens, self.interval_ms, self.first_ms = tokens, interval_ms, first_ms
         self.log_path = log_dir / "upstream.log"
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -91,6 +91,7 @@ class Upstream:
                 str(self.tokens),
                 "--interval-ms",
                 str(self.interval_ms),
+                *(["--first-ms", str(self.first_ms)] if self.first_ms is not None else []),
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -266,7 +267,7 @@ BENCH_LIMITS = {
     "RATE_LIMIT_PER_OWNER": "1000000/minute",
     "RATE_LIMIT_PER_IP": "1000000/minute",
     "MAX_CONCURRENT_PER_OWNER": "100000",
-    "MAX_STREAMS_PER_OWNER": "100000",
+    "MAX_STREAMS_PER_OWNER": "100000",  # open event streams per worker
     "MAX_STREAMS_PER_IP": "100000",
     "MODEL_TITLES": "0",
 }  # the baseline names nothing: a title request would be extra load

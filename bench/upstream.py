@@ -5,7 +5,8 @@ once (SSE event plus its HTTP chunk header) and each stream only walks a list
 of bytes objects, one `send()` per token, on a timer heap. It serves
 `POST /v1/chat/completions` (streamed, with `stream_options.include_usage`, or
 not), `GET /v1/models`, and `GET /stats` (its own CPU and counters, so the
-benchmark can show it is not the limit). Keep-alive is supported (the Python
+benchmark can show it is not the limit, and the wall-clock time at which it
+wrote the first content chunk of each recent stream, for bench/browser.py). Keep-alive is supported (the Python
 and Node OpenAI clients pool connections); 127.0.0.1 only.
 
     python -m bench.upstream --port 0 --tokens 200 --interval-ms 20
@@ -17,6 +18,7 @@ to stderr and exits.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import heapq
 import json
@@ -111,14 +113,15 @@ class Conn:
 
 
 class Stream:
-    __slots__ = ("conn", "reply", "index", "prompt_tokens", "dead")
+    __slots__ = ("conn", "reply", "index", "prompt_tokens", "dead", "number")
 
-    def __init__(self, conn, reply, prompt_tokens):
+    def __init__(self, conn, reply, prompt_tokens, number: int):
         self.conn = conn
         self.reply = reply
         self.index = 0
         self.prompt_tokens = prompt_tokens
         self.dead = False
+        self.number = number  # 1 for the first stream served
 
 
 class Upstream:
@@ -150,6 +153,9 @@ class Upstream:
             "connections": 0,
             "peak_connections": 0,
         }
+        # (stream number, time.time() just after its first content chunk was written): one clock read
+        # per stream, the last 64 kept, for a browser on the same machine to compare with its own clock
+        self.first_content: collections.deque = collections.deque(maxlen=64)
 
     def reply(self, model: str, include_usage: bool) -> Reply:
         key = (model, include_usage)
@@ -211,6 +217,8 @@ class Upstream:
                         self.end_stream(stream)
                 else:
                     self.write(stream.conn, data)
+                    if stream.index == 1:
+                        self.first_content.append((stream.number, time.time()))
                     if stream.dead:
                         continue
                     self.seq += 1
@@ -413,8 +421,8 @@ class Upstream:
         self.write(conn, head + reply.role)
         if conn.fd not in self.conns:
             return
-        stream = conn.stream = Stream(conn, reply, prompt_tokens)
         self.stats["streams_started"] += 1
+        stream = conn.stream = Stream(conn, reply, prompt_tokens, self.stats["streams_started"])
         self.stats["active"] += 1
         self.stats["peak_active"] = max(self.stats["peak_active"], self.stats["active"])
         if not reply.tokens:
@@ -435,6 +443,7 @@ class Upstream:
             "max_rss_kb": usage.ru_maxrss,
             "tokens_per_reply": len(self.tokens),
             "interval_ms": self.interval * 1000,
+            "first_content": list(self.first_content),
         }
 
 

@@ -53,6 +53,43 @@ def test_bench_smoke(tmp_path):
     assert payload["info"]["cold_start"]["median_s"] > 0
 
 
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    return done
+
+
+def test_bench_repeat_prints_median_rows_and_the_target_check(tmp_path):
+    """--repeat 2: the repeats interleaved, one median row per target (exact summed), then met/missed lines."""
+    results = tmp_path / "bench.json"
+    done = run_bench("--repeat", "2", "--only", "express,trickle-1w-api", "--n", "50", "--json", str(results))
+    assert "the median of 2 runs" in done.stdout, done.stdout
+    payload = json.loads(results.read_text())
+    order = [(row["target"], row["repeat"]) for row in payload["repeat_rows"]]
+    assert order == [("express", 0), ("trickle-1w-api", 0), ("express", 1), ("trickle-1w-api", 1)], order
+    for row in payload["rows"]:
+        assert row["repeats"] == 2 and row["exact"] == 100 == row["streams"], (row["label"], row["errors"])
+    check = done.stdout.split("Target check", 1)[1]
+    assert re.search(r"TTFT p50, trickle 1w /api/chat, N=50: \d+ ms vs Express \d+ ms .* — (met|missed)", check)
+    assert re.search(r"worker cold start: [\d.]+ s .* — (met|missed)", check)
+
+
+def test_bench_soak_and_browser_first_text(tmp_path):
+    """A few seconds of soak waves (streams lost, RSS after each wave) and two answers in Chromium."""
+    results = tmp_path / "bench.json"
+    done = run_bench("--soak", "4", "--n", "20", "--browser", "2", "--json", str(results))
+    payload = json.loads(results.read_text())
+    (result,) = payload["soaks"]
+    assert result["target"] == "trickle-1w-page" and result["waves"] >= 2, result
+    assert result["lost"] == 0 and result["streams"] == 20 * result["waves"], result["errors"]
+    assert len([w["rss_mb"] for w in result["wave_rows"]]) == result["waves"]
+    assert re.search(r"worker RSS drift [+-][\d.]+ % .* — (met|missed)", done.stdout), done.stdout
+    assert payload["info"]["first_text"]["count"] == 2
+    assert re.search(r"first text in Chromium, one person: p50 \d+ ms .* — (met|missed)", done.stdout), done.stdout
+
+
 def test_live_markdown_bench_prints_the_byte_ratio_and_longest_task():
     """`python -m bench.markdown` on a short answer, so that it never rots (no timing is asserted)."""
     result = subprocess.run(
