@@ -13,7 +13,7 @@ import time
 
 import gevent
 
-from . import database, ledger, live_rows, metrics, pricing
+from . import context_store, database, ledger, live_rows, metrics, pricing
 from .followers import Followers
 from .generation import Generation
 from .outage import STALE_AFTER, DatabaseOutage
@@ -72,6 +72,7 @@ class Registry:
             attach_timeout=settings.attach_timeout,
             flush_chars=settings.flush_chars,
             on_finish=self._finished,
+            on_context=self._context_added if stored else None,
             stored=stored,
             owner=owner,
             conversation_id=conversation_id,
@@ -102,6 +103,10 @@ class Registry:
         if generation.stored:
             self._save_end(generation, outcome, error)
         self._account(generation, outcome)
+
+    def _context_added(self, generation: Generation, text: str, at: int) -> None:
+        """Context added to a stored answer is stored before the request that carries it is made."""
+        context_store.add(self.engine, generation.key, at, text)
 
     def _save_end(self, generation: Generation, outcome: str, error: str | None) -> None:
         usage = generation.usage
