@@ -17,7 +17,8 @@ from gevent.event import AsyncResult
 from .providers import Usage
 
 # Written into the answer where context was added, unless the answer already ends a paragraph
-# there: the text after it then starts a block of its own, live and once rendered.
+# there: the text after it then starts a block of its own, live and once rendered. An addition's
+# offset is where that text begins, past the separator.
 SEPARATOR = "\n\n"
 
 

@@ -332,7 +332,9 @@ class Generation(TextLog):
         if self._requests:  # the one cut: its usage as far as it went
             self._spent = summed(self._spent, self._request_usage())
             self.usage = None
-        at = len(self.text())
+        answer = self.text()
+        broken = not answer or answer.endswith(SEPARATOR)
+        at = len(answer) + (0 if broken else len(SEPARATOR))  # where the text after it begins
         for added in taken:
             if self.on_context is not None:
                 try:
@@ -345,8 +347,7 @@ class Generation(TextLog):
                     ) from err
             self.additions.placed.append((at, added.text))
             added.result.set(at)
-        answer = self.text()
-        if answer and not answer.endswith(SEPARATOR):
+        if not broken:
             self.parts.append(SEPARATOR)  # not a token: no deadline counts it
             self.length += len(SEPARATOR)
             self.signal()

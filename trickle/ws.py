@@ -223,8 +223,8 @@ class ChatSocket:
         if self.current is not None:
             raise BadChatRequest(
                 409,
-                'An answer is still being written on this socket: wait for its "done", '
-                'or send {"type": "cancel"} first.',
+                'An answer is still being written on this socket: wait for its "done", send {"type": "cancel"} '
+                'first, or add to it with {"type": "context", "content": "…"}.',
             )
         messages, model = chat_request(body, self.app.settings)
         refused = limits.rate_refusal("api.chat")  # the same counters as /api/chat
