@@ -1,9 +1,12 @@
 """An answer with context added while it was written, everywhere it goes after: the exports, a
-history export imported elsewhere, Retry, regenerate (the app under gunicorn, the fake upstream)."""
+shared snapshot, a history export imported elsewhere, Retry, regenerate (the app under gunicorn, the fake upstream)."""
 
 from __future__ import annotations
 
 import json
+import re
+
+import requests
 
 from tests.conftest import client
 from tests.fake_upstream import Script
@@ -40,6 +43,11 @@ def test_exports_and_a_history_round_trip_keep_the_addition_at_its_place(make_se
     answer = shown[1]
     assert [m["role"] for m in shown] == ["user", "assistant"]  # the addition is the answer's, not a message
     assert answer["added"] == [{"at": len(answer["content"]) - len(AFTER), "content": ADDED}]
+
+    widget = alice.post(server.url(f"/c/{conversation_id}/share"), headers=HTMX, timeout=10).text
+    link = re.search(r'href="https?://[^/"]+(/s/[^"]+)"', widget).group(1)
+    shared = requests.get(server.url(link), timeout=10).text  # a snapshot shows it at its place too
+    assert shared.index(partial.split()[-1]) < shared.index(ADDED) < shared.index(AFTER)
 
     exported = export_all(alice, server)
     assert exported["conversations"][0]["messages"][1]["added"] == answer["added"]
