@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from tests.conftest import client
+from tests.conftest import client, screenshot
 from tests.fake_upstream import Script
 from tests.test_chat_browser import (
     ANSWER_TIMEOUT,
@@ -60,6 +60,7 @@ def test_add_to_this_answer_continues_the_bubble_and_a_reload_shows_it(shared_se
     expect(page.locator("textarea#content")).to_have_value("")
     expect(page.locator("#messages article.message.queued")).to_have_count(0)  # added, not queued
     expect(streaming.locator(".tail")).to_contain_text("Bravo", timeout=ANSWER_TIMEOUT)  # the same bubble
+    screenshot(page, "add-to-this-answer")
 
     answer = wait_for_answer(page)
     expect(answer).to_have_attribute("data-status", "done")
@@ -116,3 +117,24 @@ def test_an_ended_answer_takes_no_addition(shared_server, upstream):
         == []
     )
     assert len(upstream.requests) == 1
+
+
+def test_stop_during_the_continuation_keeps_both_parts(shared_server, upstream, page, console_errors):
+    upstream.push(Script(text=LONG_REPLY, delay=0.03), Script(text="bravo " * 200, delay=0.03))
+    page.goto(shared_server.url("/"))
+    send(page, "First question")
+    wait_for_streamed_text_beyond(page, 0)
+    add_to_answer(page, ADDED)
+    streaming = page.locator(STREAMING)
+    expect(streaming.locator(".tail")).to_contain_text("bravo", timeout=ANSWER_TIMEOUT)
+    streaming.locator("button.stop").click()
+
+    answer = wait_for_answer(page)
+    expect(answer).to_have_attribute("data-status", "stopped")
+    assert upstream.wait_for(lambda: len(upstream.streams) == 2 and upstream.streams[1].ended.is_set())
+    assert upstream.streams[1].client_closed_early  # the continuation's request was closed
+    parts = answer.evaluate(BODY_PARTS)
+    assert [kind for kind, _ in parts] == ["text", "added", "text"] and parts[2][1].startswith("bravo")
+    page.reload()
+    assert page.locator("#messages article.message.assistant").evaluate(BODY_PARTS) == parts
+    assert not console_errors
