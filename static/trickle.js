@@ -342,6 +342,31 @@
   document.addEventListener("htmx:afterSettle", release); // e.g. the answer's `done` replaced its bubble
   document.addEventListener("htmx:sseClose", release);
 
+  // -- "Add to this answer": the composer's text goes to the answer being written, which keeps what
+  // it wrote and goes on with it in mind; the server answers with the bubble, the addition shown in
+  // it, streaming on from there (a fresh stream replaces the old one with the bubble).
+  var adding = null; // {answer, text}: the addition on its way
+  document.addEventListener("click", function (event) {
+    var add = event.target.closest && event.target.closest("button.add-context");
+    if (!add) return;
+    var box = byId("content");
+    var answer = last("#messages article.streaming[data-context-url]");
+    if (!answer || !box.value.trim() || adding) { box.focus(); return; }
+    adding = { answer: answer, text: box.value };
+    var done = function () { adding = null; };
+    htmx.ajax("POST", answer.getAttribute("data-context-url"), {
+      source: answer, target: answer, swap: "outerHTML", values: { content: box.value },
+    }).then(done, done);
+  });
+  document.addEventListener("htmx:beforeOnLoad", function (event) { // on the bubble, before it is replaced
+    if (!adding || event.detail.elt !== adding.answer || event.detail.xhr.status !== 200) return;
+    var box = byId("content");
+    if (box.value === adding.text) box.value = ""; // what was typed since stays
+    var error = byId("composer-error");
+    if (error) error.textContent = "";
+    box.focus();
+  });
+
   // The sse extension reconnects with the URL it was given; keep its cursor at what the page shows,
   // so a reconnect resumes instead of replaying.
   document.addEventListener("htmx:sseMessage", function (event) {

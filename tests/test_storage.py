@@ -209,7 +209,8 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(database_url
 
 
 def test_migrating_from_0004_keeps_the_conversations_and_pins_none(database_url):
-    """A database of the previous release: 0005 adds `pinned_at` and the rows stay as they were."""
+    """A database of an earlier release: 0005 adds `pinned_at` (0006 the context added to answers) and
+    the rows stay as they were."""
     from alembic import command
 
     engine = database.make_engine(database_url)
@@ -231,7 +232,7 @@ def test_migrating_from_0004_keeps_the_conversations_and_pins_none(database_url)
     assert database.current_revision(engine) == "0004"
 
     assert database.migrate(engine) is True
-    assert database.current_revision(engine) == storage.SCHEMA_REVISION == "0005"
+    assert database.current_revision(engine) == storage.SCHEMA_REVISION == "0006"
     assert schema_differences(engine) == []
     listed = storage.list_conversations(engine, owner="o")
     assert [(c.id, c.title, c.pinned_at) for c in listed] == [(2, "newer", None), (1, "older", None)]

@@ -1,5 +1,6 @@
 """Starting an answer: the one way in, whoever asks (the page and its no-JS form, Retry,
-regenerate, edit and resend, `/api/chat` in both its protocols, `/ws`).
+regenerate, edit and resend, `/api/chat` in both its protocols, `/ws`); and adding context
+to one being written (the page's "Add to this answer", `/ws`'s `context`).
 
 Every start takes the same steps: refuse when a limit says so (429), write the rows, start
 the generation in this worker's registry. While the worker drains, a stored answer is
@@ -9,18 +10,23 @@ which `errors.py` (or `ws.py`) answers in the form the client speaks.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
+import gevent
 from flask import abort, current_app, g
 
-from . import attachments_store, limits, live_rows, reasoning, storage
+from . import attachments_store, context_store, limits, live_rows, reasoning, storage
 from .attachments import Attachment, read_attachment
+from .continuation import interleaved
 from .generation import Generation
 from .registry import Draining
 from .security import current_owner
 from .status import Status
 from .titles import first_line_title
+
+log = logging.getLogger("trickle.answers")
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ def question_text(posted: str | None, with_files: bool = False) -> str:
     if not content and not with_files:
         abort(400, "Type a message first.")
     if len(content) > limit:
-        abort(413, f"Your message is {len(content):,} characters long; the limit is {limit:,}.")
+        abort(413, f"Your message is {len(content):,} characters long; the limit is {limit:,} (MAX_INPUT_CHARS).")
     return content
 
 
@@ -112,7 +118,9 @@ def retry(answer) -> Generation:
     _refuse_if_over_a_limit(current_owner())
     model = _model_of(storage.get_conversation(app.engine, answer.conversation_id))
     storage.restart_message(app.engine, answer.id, model)
-    return _start(answer.id, answer.conversation_id, model)
+    context_store.move_to_start(app.engine, answer.id)  # what was added to it stays, before all of it
+    added = context_store.listed(app.engine, [answer.id]).get(answer.id, [])
+    return _start(answer.id, answer.conversation_id, model, interleaved("", added))
 
 
 def regenerate(answer) -> Generation:
@@ -152,6 +160,25 @@ def answer_unstored(messages: list[dict], model: str) -> Generation:
         abort(503, str(err))
 
 
+def add_context(generation: Generation, posted: str | None) -> int:
+    """Add context to an answer being written: the answer so far stays and continues with it as
+    the next user turn (stored before it goes upstream, when the answer is stored). Checked as a
+    question is (400, 413); waits until the answer took it and returns its offset in the answer's
+    text, or refuses (409) when the answer ended first."""
+    content = question_text(posted)
+    added = generation.add_context(content)
+    try:
+        at = None if added is None else added.wait(_trickle().settings.stream_max + 10)
+    except gevent.Timeout:
+        at = None
+    except Exception:  # `on_context` failed: the answer stopped there, with the text so far
+        log.warning("context for generation %s was not stored", generation.key, exc_info=True)
+        abort(503, "What you added could not be saved, so the answer stopped there. Try again in a moment.")
+    if at is None:
+        abort(409, "The answer ended before it could take what you added: send it as a new message.")
+    return at
+
+
 def wait_until_done(generation: Generation) -> None:
     """Without JavaScript the response comes once the answer is complete."""
     generation.attach()  # a waiting request is a listener: the answer must not be dropped as unwatched
@@ -172,10 +199,14 @@ def _model_of(conversation) -> str:
     return conversation.model or _trickle().settings.chat_model
 
 
-def _start(answer_id: int, conversation_id: int, model: str) -> Generation:
-    """The stored answer's generation, on the conversation's history up to it."""
+def _start(answer_id: int, conversation_id: int, model: str, own: list[dict] = ()) -> Generation:
+    """The stored answer's generation, on the conversation's history up to it (and the turns `own`
+    added to it before, for Retry)."""
     app = _trickle()
-    history = storage.prompt_messages(app.engine, conversation_id, answer_id, attachments_store.upstream_parts)
+    history = storage.prompt_messages(
+        app.engine, conversation_id, answer_id, attachments_store.upstream_parts, context_store.upstream_turns
+    )
+    history.extend(own)
     effort = storage.reasoning_effort(app.engine, conversation_id) or app.settings.reasoning_effort
     try:
         return app.registry.start(

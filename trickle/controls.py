@@ -1,5 +1,6 @@
-"""The controls around a conversation: regenerate, alternatives, edit and resend, rename,
-per-conversation model and system prompt, pin to the top of the list, search and export."""
+"""The controls around a conversation: regenerate, alternatives, edit and resend, add to an
+answer being written, rename, per-conversation model and system prompt, pin to the top of the
+list, search and export."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import re
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
-from . import answers, attachments_store, limits, storage
+from . import answers, attachments_store, context_store, limits, storage
+from .continuation import segments
 from .message_views import answer_view, conversation_views
 from .reasoning import EFFORTS
 from .security import current_owner
@@ -80,6 +82,23 @@ def edit(message_id: int):
     if not request.headers.get("HX-Request"):
         return _back_to(question.conversation_id, generation)
     return render_template("_messages.html", messages=conversation_views(question.conversation_id))
+
+
+@bp.post("/messages/<int:message_id>/context")
+@limits.per_owner
+def add_context(message_id: int):
+    """Add to the answer being written: it keeps what it wrote and goes on with this in mind."""
+    app = trickle()
+    answer = _message_or_404(message_id, "assistant")
+    generation = app.registry.get(message_id)
+    if answer.status != Status.STREAMING:
+        abort(409, "This answer has ended: send your message as a new one.")
+    if generation is None:  # written by another worker, which this request cannot reach
+        abort(409, "This answer is being written by another server process: wait for it to end, then send this.")
+    answers.add_context(generation, request.form.get("content"))
+    if not request.headers.get("HX-Request"):
+        return _back_to(answer.conversation_id, generation)
+    return render_template("_message.html", m=answer_view(storage.get_message(app.engine, message_id), generation))
 
 
 @bp.post("/c/<int:conversation_id>/rename")
@@ -179,12 +198,18 @@ def _thought_markdown(row) -> str:
     return f"<details><summary>{summary}</summary>\n\n{row.thoughts.strip()}\n\n</details>\n\n"
 
 
+def _quoted(text: str) -> str:
+    """Text as the rest of a Markdown quote: each of its lines stays in the quote."""
+    return "\n> ".join(text.splitlines())
+
+
 @bp.get("/c/<int:conversation_id>/export.<any(md, json):fmt>")
 def export(conversation_id: int, fmt: str):
     """Download the conversation as shown (active messages) as Markdown or JSON."""
     app = trickle()
     conversation = _conversation_or_404(conversation_id)
     rows = storage.list_messages(app.engine, conversation_id)
+    added = context_store.listed(app.engine, [r.id for r in rows if r.role == "assistant"])
     if fmt == "json":
         files = attachments_store.exported(app.engine, [r.id for r in rows if r.role == "user"])
         body = json.dumps(
@@ -204,6 +229,11 @@ def export(conversation_id: int, fmt: str):
                         "tokens_out": r.tokens_out,
                         **({"thoughts": r.thoughts, "thought_ms": r.thought_ms} if r.thoughts else {}),
                         **({"attachments": files[r.id]} if r.id in files else {}),
+                        **(
+                            {"added": [{"at": at, "content": text} for at, text in added[r.id]]}
+                            if r.id in added
+                            else {}
+                        ),
                     }
                     for r in rows
                 ],
@@ -218,7 +248,9 @@ def export(conversation_id: int, fmt: str):
             parts.append(f"> System: {conversation.system_prompt}\n")
         for r in rows:
             heading = "You" if r.role == "user" else f"Assistant ({r.model})" if r.model else "Assistant"
-            parts.append(f"## {heading}\n\n{_thought_markdown(r)}{r.content}\n")
+            before, rest = segments(r.content, added.get(r.id, []))
+            body = "".join(f"{part.strip()}\n\n> **You added:** {_quoted(text)}\n\n" for part, text in before) + rest
+            parts.append(f"## {heading}\n\n{_thought_markdown(r)}{body}\n")
         body = "\n".join(parts)
         mimetype = "text/markdown"
     disposition = f'attachment; filename="{_filename(conversation.title, fmt)}"'

@@ -4,20 +4,25 @@ It runs in its own greenlet, pulls deltas from a provider into an append-only
 log (every position is an offset), and ends with an outcome. HTTP responses are
 only listeners (see `listen.py`): they attach at a cursor, replay, follow, and
 detach. So a reload or an EventSource reconnect is just another attach, Stop is
-`cancel()` from any request, and a client leaving is a listener detaching.
+`cancel()` from any request, and a client leaving is a listener detaching. Context added
+while it runs (`add_context`, see `continuation.py`) cuts the request and continues the
+same log with a new one: listeners see one answer.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
 
 import gevent
+from gevent import get_hub
 from gevent.event import Event
 
+from .continuation import SEPARATOR, AddedContext, Additions, Continue, interleaved, summed
 from .providers import ProviderError, Usage, counted_usage
 from .status import Status
 from .textlog import TextLog
@@ -59,6 +64,7 @@ class Generation(TextLog):
         attach_timeout: float = 15.0,
         flush_chars: int = 2048,
         on_finish: Callable[[Generation, str, str | None], None] | None = None,
+        on_context: Callable[[Generation, str, int], None] | None = None,
         stored: bool = True,
         owner: str | None = None,
         conversation_id: int | None = None,
@@ -72,7 +78,8 @@ class Generation(TextLog):
         self.owner = owner
         self.conversation_id = conversation_id
         self.provider = provider
-        self.messages = messages
+        self.history = messages  # what the answer replies to
+        self.messages = messages  # what the request being made sends: the history and any additions
         self.model = model
         self.fallback_models = [m for m in fallback_models if m != model]
         self.retry_attempts = retry_attempts
@@ -81,10 +88,13 @@ class Generation(TextLog):
         self.attach_timeout = attach_timeout
         self.flush_chars = flush_chars
         self.on_finish = on_finish
+        self.on_context = on_context  # stores an addition before it goes upstream (raises: not stored)
+        self.additions = Additions()
 
         self.usage: Usage | None = None
         self.upstream_status: int | None = None  # the HTTP status of a provider failure, for metrics
         self.started_at = time.monotonic()
+        self.request_started_at = self.started_at  # a continuation is a new request
         self.attempt_started_at = self.started_at
         self.waiting = False  # sleeping before a retry: no first-token deadline
         self.first_token_at: float | None = None  # of a thought or the answer: the deadlines' activity
@@ -101,6 +111,11 @@ class Generation(TextLog):
         self._ending = False  # set once the outcome is decided; cancel() is then a no-op
         self._running = False
         self._cancel_first: Interrupt | None = None  # a cancel that came before the greenlet ran
+        self._interruptible = False  # a request is being made: an addition may cut it
+        self._request_start = 0  # where in the log the request being made began writing
+        self._spent: Usage | None = None  # of the requests cut for additions
+        self._requests = 0
+        self._model_in_use = model
 
     # -- the log (`TextLog` has the listener side) ----------------------------
     def _append(self, delta: str) -> None:
@@ -175,6 +190,26 @@ class Generation(TextLog):
         elif not self._ending and not self._greenlet.dead:
             self._greenlet.kill(Interrupt(outcome, message), block=False)
 
+    def add_context(self, text: str) -> AddedContext | None:
+        """Add a user turn to the answer being written; None when it has ended (or is ending).
+
+        The request being made is cut at once (from the hub, only if it still is one), or, if the
+        greenlet is between requests, the addition is taken before it makes the next one."""
+        if self._ending or self.finished:
+            return None
+        added = self.additions.add(text)
+        if self._running:
+            get_hub().loop.run_callback(self._cut_for_context)
+        return added
+
+    def _cut_for_context(self) -> None:
+        # In the hub, while the generation's greenlet is switched out: its flag says where it is.
+        if self._interruptible and self.additions.waiting and not self._greenlet.dead:
+            try:
+                self._greenlet.throw(Continue())
+            except BaseException:
+                get_hub().handle_error(self._greenlet, *sys.exc_info())
+
     def attach(self) -> None:
         super().attach()
         self.ever_attached = True
@@ -203,7 +238,7 @@ class Generation(TextLog):
             return self.cancel(
                 Status.FAILED, f"The answer took longer than STREAM_MAX_S ({stream_max:g} s) and was cut there."
             )
-        if self.first_token_at is None:
+        if self.first_token_at is None or self.last_token_at <= self.request_started_at:  # none in this request
             if now - self.attempt_started_at >= first_token_timeout and not self.waiting:
                 self.cancel(Status.FAILED, f"{self.provider.label} sent nothing for {first_token_timeout:g} s.")
         elif now - self.last_token_at >= idle_timeout:
@@ -227,8 +262,26 @@ class Generation(TextLog):
         self._finish(outcome, error)
 
     def _produce(self) -> None:
-        models = [self.model, *self.fallback_models]
+        """Requests until the answer is written: a first one, then one per batch of additions."""
+        model = self.model
+        while True:
+            while self.additions.waiting:  # one may come while another is stored
+                self._take_additions()
+            try:  # no switch between the last look and the flag: a later addition cuts the request
+                self._interruptible = True
+                self._request(model)
+                return
+            except Continue:
+                model = self._model_in_use
+            finally:
+                self._interruptible = False
+
+    def _request(self, first: str) -> None:
+        """One request for `self.messages`, with its retries and fallback models; raises `Continue` when cut."""
+        self._requests += 1
+        models = [first, *(m for m in [self.model, *self.fallback_models] if m != first)]
         for position, model in enumerate(models):
+            self._model_in_use = model
             attempt = 0
             while True:
                 self.attempt_started_at = time.monotonic()
@@ -240,16 +293,19 @@ class Generation(TextLog):
                             elif isinstance(delta, Thought):
                                 self._append_thought(delta.text)
                             elif isinstance(delta, Rethink):
-                                self._rethink()
+                                if not self.additions.placed:  # else the text before is an answer, not a thought
+                                    self._rethink()
                             elif isinstance(delta, Usage):
                                 self.usage = delta
                             else:  # a Notice: waiting for something, shown in the bubble
                                 self.waiting = delta.text is not None
                                 self._set_notice(delta.text)
+                    if self.additions.waiting:  # came as it ended: the answer goes on with it
+                        raise Continue()
                     self.model = model
                     return
                 except ProviderError as err:
-                    if self.length or not err.retryable:
+                    if self.length > self._request_start or not err.retryable:
                         raise
                     if attempt < self.retry_attempts:
                         wait = err.retry_after if err.retry_after is not None else 0.5 * 2**attempt
@@ -267,12 +323,49 @@ class Generation(TextLog):
                         break
                     raise
 
+    def _take_additions(self) -> None:
+        """Place the waiting additions at the end of the answer so far (each stored first, when the
+        answer is) and make the next request: the history, then the answer with its additions."""
+        taken = self.additions.take()
+        if not taken:
+            return
+        if self._requests:  # the one cut: its usage as far as it went
+            self._spent = summed(self._spent, self._request_usage())
+            self.usage = None
+        answer = self.text()
+        broken = not answer or answer.endswith(SEPARATOR)
+        at = len(answer) + (0 if broken else len(SEPARATOR))  # where the text after it begins
+        for added in taken:
+            if self.on_context is not None:
+                try:
+                    self.on_context(self, added.text, at)
+                except Exception as err:
+                    log.exception("could not store context added to generation %s", self.key)
+                    added.result.set_exception(err)
+                    raise Interrupt(
+                        Status.FAILED, "What you added could not be saved, so the answer stopped there."
+                    ) from err
+            self.additions.placed.append((at, added.text))
+            added.result.set(at)
+        if not broken:
+            self.parts.append(SEPARATOR)  # not a token: no deadline counts it
+            self.length += len(SEPARATOR)
+            self.signal()
+        self.messages = [*self.history, *interleaved(self.text(), self.additions.placed)]
+        self.notice = None
+        self._request_start = self.length
+        self.request_started_at = time.monotonic()
+
+    def _request_usage(self) -> Usage:
+        """The usage of the request being made (counted when the provider gave none, as for a cut one)."""
+        return self.usage or counted_usage(self.messages, self.logged()[self._request_start :])
+
     def _finish(self, outcome: str, error: str | None) -> None:
         self._ending = True
+        self.additions.refuse_waiting()
         self.finished_at = time.monotonic()
         self.notice = None
-        if self.usage is None:
-            self.usage = counted_usage(self.messages, self.logged())
+        self.usage = summed(self._spent, self._request_usage())
         if self.on_finish is not None:  # saved before any listener can see the end
             try:
                 self.on_finish(self, outcome, error)

@@ -3,8 +3,9 @@ transaction, delete them all.
 
 A conversation travels as a plain dict (the Trickle export's shape, see `history.py`): its title,
 model, system prompt and times (when it was pinned, if it is), and every message in order, hidden
-alternatives included, a reply pointing at its question by position. So an export imported
-elsewhere gives the same history back.
+alternatives included, a reply pointing at its question by position, an answer with the context
+added to it while it was written (`added`: offset and text). So an export imported elsewhere gives
+the same history back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import storage
+from . import context_store, storage
 from .status import Status
 
 conversations = storage.conversations
@@ -57,21 +58,27 @@ def export_conversations(engine: Engine, owner: str, batch: int = 50) -> Iterato
                 .where(messages.c.conversation_id.in_([row.id for row in rows]))
                 .order_by(messages.c.id)
             ).all()
+        added = context_store.listed(engine, [message.id for message in found if message.role == "assistant"])
         by_conversation: dict[int, list] = {}
         for message in found:
             by_conversation.setdefault(message.conversation_id, []).append(message)
         for row in rows:
-            yield _exported(row, by_conversation.get(row.id, []))
+            yield _exported(row, by_conversation.get(row.id, []), added)
         after = rows[-1].id
 
 
-def _exported(row, rows: list) -> dict:
+def _exported(row, rows: list, added: dict) -> dict:
     position = {message.id: index for index, message in enumerate(rows)}
     exported = [
         {
             **{name: getattr(message, name) for name in MESSAGE_FIELDS},
             "active": bool(message.active),
             "reply_to": position.get(message.reply_to),
+            **(
+                {"added": [{"at": at, "content": text} for at, text in added[message.id]]}
+                if message.id in added
+                else {}
+            ),
         }
         for message in rows
     ]
@@ -116,6 +123,15 @@ def _insert(db, owner: str, conversation: dict) -> None:
             reply_to=ids[reply_to] if isinstance(reply_to, int) and 0 <= reply_to < len(ids) else None,
         )
         ids.append(db.execute(messages.insert().values(**row)).inserted_primary_key[0])
+        for addition in message.get("added") or ():  # checked by `importers`
+            db.execute(
+                context_store.added_context.insert().values(
+                    message_id=ids[-1],
+                    at=addition["at"],
+                    content=_text(addition["content"]),
+                    created_at=row["created_at"],
+                )
+            )
 
 
 def _text(value: str | None) -> str | None:

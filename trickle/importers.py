@@ -294,7 +294,23 @@ def _trickle(item: dict, number: int) -> dict:
         _check_types(message, _MESSAGE_TYPES, here)
         if message.get("status") is not None and message["status"] not in _STATUSES:
             raise ImportProblem(f"{here} has an unknown status {str(message['status'])[:40]!r}.")
+        _check_added(message.get("added"), here)
     return {**item, "title": _title(item.get("title"), number)}
+
+
+def _check_added(added, where: str) -> None:
+    """The context added to an answer: a list of {at: offset in its text, content: text}."""
+    if added is None:
+        return
+    if not isinstance(added, list) or not all(
+        isinstance(a, dict)
+        and isinstance(a.get("at"), int)
+        and not isinstance(a["at"], bool)
+        and 0 <= a["at"] < 2**31
+        and isinstance(a.get("content"), str)
+        for a in added
+    ):
+        raise ImportProblem(f"{where} has an 'added' that is not a list of {{at, content}}.")
 
 
 def _check_types(values: dict, types: dict, where: str) -> None:

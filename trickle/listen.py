@@ -271,7 +271,8 @@ class PageEvents(Encoder):
     `status` (e.g. retrying…) and `done` (the final message fragment); for a thought, `thought-block`
     and `thought-delta` the same way, and `thought-state` (the disclosure, opened or closed).
 
-    `render_thought(thought, thinking, thought_ms)` renders `_thought.html`.
+    `render_thought(thought, thinking, thought_ms)` renders `_thought.html`. With context added to
+    the answer, the page's blocks hold only what follows the last addition, at offset `since`.
     """
 
     def __init__(
@@ -279,8 +280,10 @@ class PageEvents(Encoder):
         message_id: int,
         render_final: Callable[[Followed, Shown | None], str],
         render_thought: Callable[[str, bool, int | None], str],
+        since: int = 0,
     ):
         self.message_id = message_id
+        self.since = since
         self.render_final = render_final
         self.render_thought = render_thought
         self.splitter = Splitter()
@@ -290,7 +293,8 @@ class PageEvents(Encoder):
     def start(self, prefix: str, cursor: int, thought_length: int = 0) -> str:
         # The page already shows this much.
         self.thoughts = Splitter(prefix[:thought_length])
-        self.splitter = Splitter(prefix[thought_length:])
+        answer = prefix[thought_length:]
+        self.splitter = Splitter(answer[self.since :] if len(answer) >= self.since else answer)
         self.in_step = len(prefix) == cursor
         return ""
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from flask import current_app, url_for
 
-from . import attachments_store, storage
+from . import attachments_store, context_store, storage
+from .continuation import segments
 from .render import Splitter, render_markdown
 from .status import Status
 
 
-def message_view(row, live=None, siblings: list[int] | None = None, files: list | None = None) -> dict:
+def message_view(
+    row, live=None, siblings: list[int] | None = None, files: list | None = None, added: list | None = None
+) -> dict:
     """What `_message.html` needs for one message, finished or still streaming.
 
     `siblings` are the ids of every answer to the same question (regenerated ones); `files` its
-    attachments (looked up when not given).
+    attachments (looked up when not given); `added` the context added to an answer while it was
+    written, as (offset, text) (`context_store.listed`): the text before each is shown, then it.
     """
     if files is None and row.role == "user":
         files = attachments_store.listed(current_app.extensions["trickle"].engine, [row.id]).get(row.id, [])
@@ -39,16 +43,18 @@ def message_view(row, live=None, siblings: list[int] | None = None, files: list 
     }
     if row.role == "assistant":
         view.update(thought_view(row.id, status, thought, thought_ms, not text))
+    before, rest = segments(text, added or [])
+    view["added"] = [{"html": render_markdown(part), "text": context} for part, context in before]
     if status == Status.STREAMING:
-        splitter = Splitter()
+        splitter = Splitter()  # what the stream writes follows the last addition (`PageEvents(since=…)`)
         view.update(
-            blocks=splitter.feed(text),
+            blocks=splitter.feed(rest),
             tail=splitter.tail,
             cursor=len(thought) + len(text),
             notice=live.notice if live is not None else None,
         )
     elif row.role == "assistant":
-        view["html"] = render_markdown(text)
+        view["html"] = render_markdown(rest)
     return view
 
 
@@ -99,8 +105,10 @@ def _tokens_per_second(row) -> float | None:
 def answer_view(row, live=None) -> dict:
     """A message with its alternatives looked up (for fragments that show one message)."""
     engine = current_app.extensions["trickle"].engine
-    siblings = storage.alternatives(engine, row) if row.role == "assistant" else None
-    return message_view(row, live, siblings)
+    if row.role != "assistant":
+        return message_view(row, live)
+    added = context_store.listed(engine, [row.id]).get(row.id, [])
+    return message_view(row, live, storage.alternatives(engine, row), added=added)
 
 
 def conversation_views(conversation_id: int) -> list[dict]:
@@ -109,6 +117,10 @@ def conversation_views(conversation_id: int) -> list[dict]:
     rows = storage.list_messages(app.engine, conversation_id)
     siblings = storage.alternatives_by_question(app.engine, conversation_id)
     files = attachments_store.listed(app.engine, [row.id for row in rows if row.role == "user"])
+    added = context_store.listed(app.engine, [row.id for row in rows if row.role == "assistant"])
     return [
-        message_view(row, app.registry.get(row.id), siblings.get(row.reply_to), files.get(row.id, [])) for row in rows
+        message_view(
+            row, app.registry.get(row.id), siblings.get(row.reply_to), files.get(row.id, []), added.get(row.id)
+        )
+        for row in rows
     ]

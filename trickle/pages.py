@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
-from . import answers, database, ledger, limits, open_streams, sse, storage
+from . import answers, context_store, database, ledger, limits, open_streams, sse, storage
 from .listen import PageEvents, Shown, sse_stream
 from .message_views import answer_view, conversation_views, message_view, thought_view
 from .render import render_markdown, renders_by_blocks
@@ -158,10 +158,11 @@ def message_events(message_id: int):
         else:
             followed = EndedMessage(row.content, row.status, row.error, row.thoughts or "", row.thought_ms)
     render_final, render_thought = _stream_renderers(message_id)
+    since = context_store.last_offset(app.engine, message_id) if not followed.finished else None
     stream = sse_stream(
         followed,
         cursor,
-        PageEvents(message_id, render_final, render_thought),
+        PageEvents(message_id, render_final, render_thought, since or 0),
         flush_interval=app.settings.flush_interval,
         ping_interval=app.settings.ping_interval,
     )
@@ -189,7 +190,7 @@ def _stream_renderers(message_id: int):
             if row is None:
                 return ""
             view = answer_view(row)
-            kept = _kept_blocks(row, shown)
+            kept = None if view["added"] else _kept_blocks(row, shown)  # the page's blocks follow the last addition
             if kept is not None:
                 view["html"] = kept
             fragment = render_template("_message.html", m=view).strip()

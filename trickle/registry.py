@@ -14,7 +14,7 @@ from collections import Counter
 
 import gevent
 
-from . import database, ledger, live_rows, metrics, pricing
+from . import context_store, database, ledger, live_rows, metrics, pricing
 from .followers import Followers
 from .generation import Generation
 from .outage import STALE_AFTER, DatabaseOutage
@@ -74,6 +74,7 @@ class Registry:
             attach_timeout=settings.attach_timeout,
             flush_chars=settings.flush_chars,
             on_finish=self._finished,
+            on_context=self._context_added if stored else None,
             stored=stored,
             owner=owner,
             conversation_id=conversation_id,
@@ -113,6 +114,10 @@ class Registry:
         if not counted and not self._record_usage(generation):  # again, after the end's retries
             log.error("recording usage of %s failed", generation.key)
         self._account(generation, outcome)
+
+    def _context_added(self, generation: Generation, text: str, at: int) -> None:
+        """Context added to a stored answer is stored before the request that carries it is made."""
+        context_store.add(self.engine, generation.key, at, text)
 
     def _save_end(self, generation: Generation, outcome: str, error: str | None) -> None:
         usage = generation.usage

@@ -114,4 +114,5 @@ def _read_only_view(position: int, message: dict) -> dict:
     fields = {name: message.get(name) for name in sharing_store.SNAPSHOT_FIELDS}
     # A snapshot holds no thought and no file (yet: share-time choices for later), and no error text.
     row = SimpleNamespace(id=position, reply_to=None, error=None, thoughts=None, thought_ms=None, **fields)
-    return {**message_view(row, files=[]), "read_only": True}
+    added = [(a["at"], a["content"]) for a in message.get("added") or ()]  # context added while it was written
+    return {**message_view(row, files=[], added=added), "read_only": True}

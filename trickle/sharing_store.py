@@ -15,7 +15,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import storage
+from . import context_store, storage
 from .status import Status
 
 SNAPSHOT_VERSION = 1
@@ -41,8 +41,15 @@ SNAPSHOT_FIELDS = ("role", "content", "status", "model", "tokens_in", "tokens_ou
 
 def snapshot_of(engine: Engine, conversation) -> dict:
     """The conversation as shown now; an answer still being written is left out (it has no end yet)."""
-    rows = storage.list_messages(engine, conversation.id)
-    kept = [{name: getattr(row, name) for name in SNAPSHOT_FIELDS} for row in rows if row.status != Status.STREAMING]
+    rows = [row for row in storage.list_messages(engine, conversation.id) if row.status != Status.STREAMING]
+    added = context_store.listed(engine, [row.id for row in rows if row.role == "assistant"])
+    kept = [
+        {
+            **{name: getattr(row, name) for name in SNAPSHOT_FIELDS},
+            **({"added": [{"at": at, "content": text} for at, text in added[row.id]]} if row.id in added else {}),
+        }
+        for row in rows
+    ]
     return {"version": SNAPSHOT_VERSION, "title": conversation.title, "messages": kept}
 
 

@@ -65,7 +65,7 @@ messages = sa.Table(
 )
 
 # The migration this code needs (the newest in migrations/versions): a new migration updates it.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 def create_conversation(
@@ -281,9 +281,10 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
         )
 
 
-def prompt_messages(engine: Engine, conversation_id: int, before_id: int, attached=None) -> list[dict]:
+def prompt_messages(engine: Engine, conversation_id: int, before_id: int, attached=None, added=None) -> list[dict]:
     """The history sent upstream for the answer `before_id`: earlier turns that have text or files
-    (`attached(db, rows)` gives those with files as content parts: `attachments_store.upstream_parts`)."""
+    (`attached(db, rows)` gives those with files as content parts: `attachments_store.upstream_parts`;
+    `added(db, rows)` the answers that had context added as several turns: `context_store.upstream_turns`)."""
     query = (
         sa.select(messages.c.id, messages.c.role, messages.c.content)
         .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id, messages.c.active)
@@ -295,7 +296,13 @@ def prompt_messages(engine: Engine, conversation_id: int, before_id: int, attach
         ).first()
         rows = db.execute(query).all()
         parts = attached(db, rows) if attached else {}
-    history = [{"role": r.role, "content": parts.get(r.id, r.content)} for r in rows if r.content or r.id in parts]
+        turns = added(db, rows) if added else {}
+    history = []
+    for r in rows:
+        if r.id in turns:
+            history.extend(turns[r.id])
+        elif r.content or r.id in parts:
+            history.append({"role": r.role, "content": parts.get(r.id, r.content)})
     if conversation and conversation.system_prompt:
         history.insert(0, {"role": "system", "content": conversation.system_prompt})
     return history

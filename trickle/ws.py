@@ -3,7 +3,9 @@
 The client sends `{"messages": […], "model": optional}`; the server answers
 with `{"type": "token", "content": …}` events and one `{"type": "done",
 "usage": {…}}`. `{"type": "cancel"}` stops the running answer (upstream
-closed), answered by `{"type": "done", "reason": "cancelled", …}`. Problems are
+closed), answered by `{"type": "done", "reason": "cancelled", …}`. `{"type":
+"context", "content": …}` adds a user turn to the running answer, which goes on in the same
+stream of tokens (see `continuation.py`) and ends with the one `done`. Problems are
 `{"type": "error", "message": …}` and leave the socket open: a bad message, or a
 failed answer (its error then takes the place of its done). Several answers may
 follow one another on one socket; closing it stops the running one. The server
@@ -32,7 +34,7 @@ from simple_websocket import ConnectionClosed
 from werkzeug.exceptions import HTTPException
 
 from . import answers, limits, open_streams
-from .chat_requests import BadChatRequest, chat_request, parse_json
+from .chat_requests import BadChatRequest, chat_request, is_text, parse_json
 from .generation import Generation
 from .listen import Encoder, follow
 from .status import Status
@@ -202,12 +204,16 @@ class ChatSocket:
                 self.cancel(None)
             elif kind == "ping":
                 self.send({"type": "pong"})
+            elif kind == "context":
+                self.add_context(message.get("content"))
             elif kind in (None, "chat"):
                 self.start(message)
             else:
                 shown = repr(kind[:40]) if isinstance(kind, str) else "of that kind"  # never repr a nested value
                 raise BadChatRequest(
-                    400, f'Unknown message type {shown}: send {{"messages": […]}} or {{"type": "cancel"}}.'
+                    400,
+                    f'Unknown message type {shown}: send {{"messages": […]}}, {{"type": "context", "content": "…"}} '
+                    'or {"type": "cancel"}.',
                 )
         except HTTPException as err:  # the same errors a view raises, as this protocol's error message
             self.error(err.description)
@@ -217,8 +223,8 @@ class ChatSocket:
         if self.current is not None:
             raise BadChatRequest(
                 409,
-                'An answer is still being written on this socket: wait for its "done", '
-                'or send {"type": "cancel"} first.',
+                'An answer is still being written on this socket: wait for its "done", send {"type": "cancel"} '
+                'first, or add to it with {"type": "context", "content": "…"}.',
             )
         messages, model = chat_request(body, self.app.settings)
         refused = limits.rate_refusal("api.chat")  # the same counters as /api/chat
@@ -228,6 +234,21 @@ class ChatSocket:
         self.current = generation
         reasoning = isinstance(body, dict) and body.get("reasoning") is True  # thoughts only when asked
         self.forwarder = gevent.spawn(self.forward, generation, reasoning)
+
+    def add_context(self, content) -> None:
+        """Add a user turn to the answer running on this socket; raises an HTTP error when it cannot."""
+        generation = self.current
+        if generation is None:
+            raise BadChatRequest(
+                409,
+                "No answer is being written on this socket: context goes with a running answer. "
+                'Send {"messages": […]} to ask.',
+            )
+        if not isinstance(content, str):
+            raise BadChatRequest(400, '"content" must be a string: the text to add to the answer.')
+        if not is_text(content):
+            raise BadChatRequest(400, '"content" is not valid Unicode text (it holds a lone surrogate).')
+        answers.add_context(generation, content)
 
     def forward(self, generation, reasoning: bool = False) -> None:
         encoder = SocketEvents(reasoning)
