@@ -65,3 +65,14 @@ def test_a_dropped_stream_is_an_error_not_a_short_answer(upstream):
     upstream.push(Script(text="one two three four", drop_after=2))
     with pytest.raises(ProviderError):
         answer(chat, [{"role": "user", "content": "hi"}])
+
+
+def test_an_event_s_json_is_read_whole_or_refused():
+    from trickle.openai_compatible import _json_object
+
+    assert _json_object('{"choices": [{"delta": {"content": "café 🙂"}}]}'.encode()) == {
+        "choices": [{"delta": {"content": "café 🙂"}}]
+    }
+    for garbled in (b'{"a": 1} trailing', b'{"a": 1', b'{"a": "\xff"}'):
+        with pytest.raises(ValueError):
+            _json_object(garbled)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import closing
+from json.encoder import encode_basestring as json_string  # json.dumps's own quoting (ensure_ascii=False)
 
 import gevent
 from flask import Blueprint, current_app
@@ -97,7 +98,7 @@ class SocketEvents(Encoder):
         self.reasoning = reasoning  # the request asked for the thought ("reasoning": true)
 
     def text(self, delta: str, cursor: int) -> str:
-        return _message({"type": "token", "content": delta})
+        return f'{{"type":"token","content":{json_string(delta)}}}'  # once per flush: no encoder object built
 
     def thought(self, delta: str, cursor: int) -> str:
         return _message({"type": "reasoning", "content": delta}) if self.reasoning else ""
