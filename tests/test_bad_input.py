@@ -577,8 +577,8 @@ FUZZ = settings(
 def test_random_json_at_api_chat_never_gets_a_5xx(server, upstream, body, protocol):
     upstream.default = Script(delay=0)
     data = json.dumps(body).encode()  # ASCII: lone surrogates travel as \ud800 escapes
-    response = stranger(server).post("/api/chat" + protocol, data=data, headers=JSON, buffered=False)
-    payload = read_all(response)
+    with stranger(server).post("/api/chat" + protocol, data=data, headers=JSON, buffered=False) as response:
+        payload = read_all(response)  # and closed: an open stream counts against MAX_STREAMS_PER_IP
     assert response.status_code < 500, (response.status_code, payload[:500])
     assert b"Traceback" not in payload
     if response.status_code == 200 and "x-vercel-ai-data-stream" in response.headers:  # AI SDK 4's data stream
@@ -634,9 +634,9 @@ def test_random_form_fields_at_messages_never_get_a_5xx(
     if response.status_code == 200:
         found = re.search(r'id="message-(\d+)"[^>]*sse-connect', response.text)
         assert found, response.text[:500]
-        events = person.get(f"/messages/{found.group(1)}/events", buffered=False)
-        assert events.status_code == 200
-        assert b"event: done" in read_all(events)
+        with person.get(f"/messages/{found.group(1)}/events", buffered=False) as events:  # closed: its place
+            assert events.status_code == 200  # among the owner's MAX_STREAMS_PER_OWNER open streams is freed
+            assert b"event: done" in read_all(events)
         wait_ended(server, int(found.group(1)))
 
 
