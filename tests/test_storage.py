@@ -280,7 +280,7 @@ def test_exchanges_alternatives_and_edits(engine):
     )
     row = storage.get_message(engine, answer)
     assert (row.content, row.status, row.tokens_out, row.cost, row.model) == ("Hello.", "done", 2, 0.5, "m1b")
-    assert storage.prompt_messages(engine, conversation, answer + 1) == [
+    assert storage.prompt_messages(engine, storage.get_conversation(engine, conversation), answer + 1) == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi?"},
         {"role": "assistant", "content": "Hello."},
@@ -296,7 +296,7 @@ def test_exchanges_alternatives_and_edits(engine):
 
     new_question, new_answer = storage.edit_and_resend(engine, storage.get_message(engine, question), "Hey?", "m1")
     assert [m.id for m in storage.list_messages(engine, conversation)] == [new_question, new_answer]
-    assert storage.prompt_messages(engine, conversation, new_answer) == [
+    assert storage.prompt_messages(engine, storage.get_conversation(engine, conversation), new_answer) == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hey?"},
     ]

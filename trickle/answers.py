@@ -106,7 +106,7 @@ def ask(content: str, conversation_id: int | None, model: str = "", files: list[
     model = _model_of(conversation)
     question_id, answer_id = storage.append_exchange(app.engine, conversation.id, content, model)
     attachments_store.add(app.engine, question_id, owner, list(files))
-    generation = _start(answer_id, conversation.id, model)
+    generation = _start(answer_id, conversation, model)
     if created:
         app.titles.ask(conversation.id, content, model, conversation.title)
     return Exchange(conversation, question_id, answer_id, generation, created)
@@ -116,20 +116,22 @@ def retry(answer) -> Generation:
     """Write an ended answer again, in place."""
     app = _trickle()
     _refuse_if_over_a_limit(current_owner())
-    model = _model_of(storage.get_conversation(app.engine, answer.conversation_id))
+    conversation = storage.get_conversation(app.engine, answer.conversation_id)
+    model = _model_of(conversation)
     storage.restart_message(app.engine, answer.id, model)
     context_store.move_to_start(app.engine, answer.id)  # what was added to it stays, before all of it
     added = context_store.listed(app.engine, [answer.id]).get(answer.id, [])
-    return _start(answer.id, answer.conversation_id, model, interleaved("", added))
+    return _start(answer.id, conversation, model, interleaved("", added))
 
 
 def regenerate(answer) -> Generation:
     """A new answer to the same question (its row's id is the generation's key); the old one stays."""
     app = _trickle()
     _refuse_if_over_a_limit(current_owner())
-    model = _model_of(storage.get_conversation(app.engine, answer.conversation_id))
+    conversation = storage.get_conversation(app.engine, answer.conversation_id)
+    model = _model_of(conversation)
     answer_id = storage.regenerate(app.engine, answer.id, model)
-    return _start(answer_id, answer.conversation_id, model)
+    return _start(answer_id, conversation, model)
 
 
 def edit(question, content: str) -> Generation:
@@ -139,10 +141,11 @@ def edit(question, content: str) -> Generation:
     for row in storage.list_messages(app.engine, question.conversation_id):
         if row.id > question.id and row.status == Status.STREAMING:
             app.registry.stop(row.id)
-    model = _model_of(storage.get_conversation(app.engine, question.conversation_id))
+    conversation = storage.get_conversation(app.engine, question.conversation_id)
+    model = _model_of(conversation)
     new_question, answer_id = storage.edit_and_resend(app.engine, question, content, model)
     attachments_store.copy(app.engine, question.id, new_question)  # the question keeps its files
-    return _start(answer_id, question.conversation_id, model)
+    return _start(answer_id, conversation, model)
 
 
 def answer_unstored(messages: list[dict], model: str) -> Generation:
@@ -199,15 +202,17 @@ def _model_of(conversation) -> str:
     return conversation.model or _trickle().settings.chat_model
 
 
-def _start(answer_id: int, conversation_id: int, model: str, own: list[dict] = ()) -> Generation:
-    """The stored answer's generation, on the conversation's history up to it (and the turns `own`
-    added to it before, for Retry)."""
+def _start(answer_id: int, conversation, model: str, own: list[dict] = ()) -> Generation:
+    """The stored answer's generation, on the history of `conversation` (its row, as read a moment
+    ago: its system prompt and reasoning effort) up to it, and the turns `own` added to it before
+    (for Retry)."""
     app = _trickle()
+    conversation_id = conversation.id
     history = storage.prompt_messages(
-        app.engine, conversation_id, answer_id, attachments_store.upstream_parts, context_store.upstream_turns
+        app.engine, conversation, answer_id, attachments_store.upstream_parts, context_store.upstream_turns
     )
     history.extend(own)
-    effort = storage.reasoning_effort(app.engine, conversation_id) or app.settings.reasoning_effort
+    effort = conversation.reasoning_effort or app.settings.reasoning_effort
     try:
         return app.registry.start(
             answer_id,

@@ -281,38 +281,29 @@ def restart_message(engine: Engine, message_id: int, model: str) -> None:
         )
 
 
-def prompt_messages(engine: Engine, conversation_id: int, before_id: int, attached=None, added=None) -> list[dict]:
-    """The history sent upstream for the answer `before_id`: earlier turns that have text or files
-    (`attached(db, rows)` gives those with files as content parts: `attachments_store.upstream_parts`;
-    `added(db, rows)` the answers that had context added as several turns: `context_store.upstream_turns`)."""
+def prompt_messages(engine: Engine, conversation, before_id: int, attached=None, added=None) -> list[dict]:
+    """The history sent upstream for the answer `before_id` of `conversation` (its row: its system
+    prompt comes first): earlier turns that have text or files (`attached(db, rows)` gives those with
+    files as content parts: `attachments_store.upstream_parts`; `added(db, rows)` the answers that had
+    context added as several turns: `context_store.upstream_turns`)."""
     query = (
         sa.select(messages.c.id, messages.c.role, messages.c.content)
-        .where(messages.c.conversation_id == conversation_id, messages.c.id < before_id, messages.c.active)
+        .where(messages.c.conversation_id == conversation.id, messages.c.id < before_id, messages.c.active)
         .order_by(messages.c.id)
     )
     with engine.connect() as db:
-        conversation = db.execute(
-            sa.select(conversations.c.system_prompt).where(conversations.c.id == conversation_id)
-        ).first()
         rows = db.execute(query).all()
         parts = attached(db, rows) if attached else {}
         turns = added(db, rows) if added else {}
     history = []
+    if conversation.system_prompt:
+        history.append({"role": "system", "content": conversation.system_prompt})
     for r in rows:
         if r.id in turns:
             history.extend(turns[r.id])
         elif r.content or r.id in parts:
             history.append({"role": r.role, "content": parts.get(r.id, r.content)})
-    if conversation and conversation.system_prompt:
-        history.insert(0, {"role": "system", "content": conversation.system_prompt})
     return history
-
-
-def reasoning_effort(engine: Engine, conversation_id: int) -> str | None:
-    """The conversation's own reasoning effort (None: the REASONING_EFFORT setting's)."""
-    query = sa.select(conversations.c.reasoning_effort).where(conversations.c.id == conversation_id)
-    with engine.connect() as db:
-        return db.execute(query).scalar()
 
 
 def count_streaming(engine: Engine, owner: str) -> int:
