@@ -192,3 +192,30 @@ def test_a_long_code_block_highlights_each_line_once(monkeypatch):
     assert set(page.events) == {"delta", "tail"}
     page.apply(events.text("```\n", at + 4))
     assert page.events[-1] == "block"  # closed: finished at once, rendered whole this one time
+
+
+def test_the_end_keeps_the_streamed_blocks_even_after_a_closed_code_block():
+    """A closed fence is finished at once, so an answer can end with an empty tail: `done` still keeps
+    the blocks the page holds, and an answer read back whole (nothing streamed) is rendered whole."""
+    from types import SimpleNamespace
+
+    from trickle.listen import follow
+    from trickle.pages import _kept_blocks
+    from trickle.textlog import EndedMessage
+
+    text = "Intro.\n\n```python\nx = 1\n```\n"
+    shown = []
+    events = PageEvents(ID, lambda followed, state: shown.append(state) or "", lambda *args: "")
+    events.start("", 0)
+    events.text(text, len(text))
+    events.finish(None, len(text))
+    row = SimpleNamespace(id=ID, content=text, thoughts="")
+    assert (
+        shown[-1].tail == ""
+        and _kept_blocks(row, shown[-1]) == f'<div class="blocks" id="blocks-{ID}" hx-preserve="true"></div>'
+    )
+
+    events = PageEvents(ID, lambda followed, state: shown.append(state) or "", lambda *args: "")
+    for event in follow(EndedMessage(text, "done"), 0, flush_interval=0.01, ping_interval=1):
+        events.encode(event)
+    assert shown[-1] is None  # the page got no block: the final fragment renders the answer whole

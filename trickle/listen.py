@@ -330,6 +330,11 @@ class PageEvents(Encoder):
     def notice(self, notice: str | None, cursor: int) -> str:
         return sse.event(str(escape(notice or "")), "status", cursor)
 
+    def encode(self, event: StreamEvent) -> list[str]:
+        if isinstance(event, Update) and event.ended is not None and event.cursor != event.ended.length:
+            self.in_step = False  # an answer read back whole (nothing replayed): the page holds less than its end
+        return super().encode(event)
+
     def finish(self, followed: Followed, cursor: int) -> str:
         # In step, the page got every character up to the end: `cursor` is what it holds.
         shown = Shown(cursor, self.splitter.tail) if self.in_step else None
