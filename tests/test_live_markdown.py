@@ -21,6 +21,13 @@ from trickle.render import Splitter
 
 ID = 7
 END = re.compile(r'(<span class="tail-end" id="(?:thought-)?tail-7-end">)([^<]*)</span>')
+OOB = re.compile(r'<(div|span|tbody) id="(tail-7[^"]*)" hx-swap-oob="(innerHTML|beforeend)">')
+CONTENT_ENDS = {
+    "end": "</span>",
+    "code": '</span><span class="tail-end"',
+    "rows": "</tbody><tbody",
+    "open": "</tbody></table>",
+}
 
 TEXTS = [
     *TRICKY_MARKDOWN,
@@ -57,22 +64,26 @@ class Page:
             self.events.append(event)
             if event == "delta":
                 self.tail = END.sub(lambda m, data=data: m[1] + m[2] + data + "</span>", self.tail)
-            elif event == "block":
-                blocks, _, swap = data.partition(f'<div id="tail-{ID}" hx-swap-oob="innerHTML">')
-                self.blocks += blocks
-                self.tail = swap.removesuffix("</div>")
-            elif event == "tail" and data.startswith(f'<div id="tail-{ID}" hx-swap-oob="innerHTML">'):
-                self.tail = data.partition(">")[2].removesuffix("</div>")
-            elif event == "tail":  # in an open fence: the lines that completed, then the open line
-                added, open_line = re.fullmatch(
-                    rf'<span id="tail-{ID}-code" hx-swap-oob="beforeend">(.*)</span>'
-                    rf'<span id="tail-{ID}-end" hx-swap-oob="innerHTML">([^<]*)</span>',
-                    data,
-                    re.S,
-                ).groups()
-                code_end = f'</span><span class="tail-end" id="tail-{ID}-end">'
-                self.tail = self.tail.replace(code_end, added + code_end)
-                self.tail = END.sub(lambda m, line=open_line: m[1] + line + "</span>", self.tail)
+                continue
+            swaps = list(OOB.finditer(data))
+            if event == "block":
+                self.blocks += data[: swaps[0].start()]
+            else:
+                assert event == "tail" and swaps and swaps[0].start() == 0, data  # out-of-band swaps only
+            for swap, after in zip(swaps, [*swaps[1:], None], strict=True):
+                tag, target, how = swap.groups()
+                content = data[swap.end() : after.start() if after else len(data)].removesuffix(f"</{tag}>")
+                self.swap(target, how, content)
+
+    def swap(self, target: str, how: str, content: str) -> None:
+        if target == f"tail-{ID}":
+            assert how == "innerHTML"
+            self.tail = content
+            return
+        start = self.tail.index(f'id="{target}">') + len(f'id="{target}">')
+        end = self.tail.index(CONTENT_ENDS[target.removeprefix(f"tail-{ID}-")], start)
+        kept = self.tail[start:end] if how == "beforeend" else ""
+        self.tail = self.tail[:start] + kept + content + self.tail[end:]
 
     def shown(self) -> str:
         """The page as a reader sees it: text appended at the tail's end reads as if rendered there."""
@@ -80,12 +91,15 @@ class Page:
         return self.blocks + tail
 
 
-def reloaded(text: str) -> str:
-    """What a page loaded now shows of the streaming answer (the message view's blocks and tail)."""
+def page_at(text: str) -> Page:
+    """The page loaded when the answer was `text` so far (the message view's blocks and tail)."""
     splitter = Splitter()
     blocks = splitter.feed(text)
-    page = Page(blocks, LiveTail(f"tail-{ID}", splitter.tail).html())
-    return page.shown()
+    return Page(blocks, LiveTail(f"tail-{ID}", splitter.tail).html())
+
+
+def reloaded(text: str) -> str:
+    return page_at(text).shown()
 
 
 def stream(page: Page, events: PageEvents, text: str, start: int, rng: random.Random, stop: int | None = None):
@@ -107,7 +121,7 @@ def test_the_streaming_page_always_shows_what_a_reload_would(text):
     for seed in range(3):
         events = page_events()
         events.start("", 0)
-        page = Page([], LiveTail(f"tail-{ID}").html())
+        page = page_at("")
         stream(page, events, text, 0, random.Random(seed))
 
 
@@ -118,7 +132,7 @@ def test_a_listener_attaching_mid_answer_continues_the_page_it_finds(text):
     for cut in sorted(rng.sample(range(1, len(text)), 4)):
         first = page_events()
         first.start("", 0)
-        page = Page([], LiveTail(f"tail-{ID}").html())
+        page = page_at("")
         stream(page, first, text, 0, rng, stop=cut)
         second = page_events()
         second.start(text[:cut], cut)
@@ -179,7 +193,7 @@ def test_a_long_code_block_highlights_each_line_once(monkeypatch):
     at = len("Intro.\n\n```python\n")
     events.start("Intro.\n\n```python\n", at)
     rendered.clear()
-    page = Page([], "")
+    page = page_at("Intro.\n\n```python\n")
     per_flush = []
     for line in lines:
         for piece in (line[:9], line[9:20], line[20:]):
@@ -219,3 +233,20 @@ def test_the_end_keeps_the_streamed_blocks_even_after_a_closed_code_block():
     for event in follow(EndedMessage(text, "done"), 0, flush_interval=0.01, ping_interval=1):
         events.encode(event)
     assert shown[-1] is None  # the page got no block: the final fragment renders the answer whole
+
+
+def test_a_long_table_renders_its_rows_not_the_table_at_each_flush(monkeypatch):
+    rendered = []
+    real_render = live_markdown.render_markdown
+    monkeypatch.setattr(live_markdown, "render_markdown", lambda text: rendered.append(text) or real_render(text))
+    head = "| name | value | note |\n|---|---:|---|\n"
+    events = page_events()
+    events.start(head, len(head))
+    page, at = page_at(head), len(head)
+    for n in range(200):
+        for piece in (f"| row {n} ", f"| {n * 7} ", f"| note {n} |\n"):
+            at += len(piece)
+            page.apply(events.text(piece, at))
+    assert max(len(text) for text in rendered) < len(head) + 40  # the header and one row at most
+    assert page.shown() == reloaded(head + "".join(f"| row {n} | {n * 7} | note {n} |\n" for n in range(200)))
+    assert page.shown().count("<tr>") == 201

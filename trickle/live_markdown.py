@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from markupsafe import escape
 
-from .render import code_frame, highlighted, open_fence, render_markdown, sanitize
+from .render import code_frame, highlighted, is_table, open_fence, render_markdown, sanitize
 
 # Put at the end of the text before rendering, then found in the HTML: where the next characters
 # will show (inside the paragraph, list item or cell they continue). Punctuation to markdown, as
@@ -62,9 +62,13 @@ class LiveTail:
         """Start again from `text` (after blocks were finished); the tail's new inner HTML."""
         self.text = text
         self.fence = open_fence(text)
+        self.table = _open_table(text) if self.fence is None else None
         if self.fence is not None:
             lines, self.open_line = self.fence.lines(text)
             self.code = "".join(self._line_html(line) for line in lines)
+        elif self.table is not None:
+            lines, self.open_line = self.table.rows(text)
+            self.body = "".join(self.table.row_html(line) or "" for line in lines)
         else:
             self.head, self.rest, self.marked = _rendered(text)
         return self.html()
@@ -76,6 +80,11 @@ class LiveTail:
             open_line = text_html(self.fence.shown(self.open_line))
             code = f'<span id="{self.element_id}-code">{self.code}</span>{end}{open_line}</span>'
             return code_frame(self.fence.language, code)
+        if self.table is not None:
+            return (
+                f'{self.table.head_html}<tbody id="{self.element_id}-rows">{self.body}</tbody>'
+                f'<tbody id="{self.element_id}-open">{self._open_row()}</tbody></table>\n'
+            )
         head = self.head
         if head.endswith("<p>") and self.rest.startswith("</p>"):  # a paragraph with no text yet
             head = head[:-3] + '<p class="tail-opening">'
@@ -85,6 +94,8 @@ class LiveTail:
         """The patch that shows `delta` added to the tail."""
         if self.fence is not None:
             return self._grow_code(delta)
+        if self.table is not None:
+            return self._grow_table(delta)
         text = self.text + delta
         if _inert(self, delta):  # the usual flush of prose: no need to render to know
             appended = text_html(delta)
@@ -122,9 +133,77 @@ class LiveTail:
             f'<span id="{self.element_id}-end" hx-swap-oob="innerHTML">{text_html(shown)}</span>',
         )
 
+    def _grow_table(self, delta: str) -> Patch:
+        """In a table: rows that completed are rendered once and appended; the open row is rendered again."""
+        *done, open_line = (self.open_line + delta).split("\n")
+        rows = [self.table.row_html(line) for line in done]
+        if None in rows:  # not a row (a blank line): the table ended, the splitter will say so
+            return Patch("tail", self.swap(self.text + delta))
+        self.text += delta
+        self.open_line = open_line
+        self.body += "".join(rows)
+        shown, row = self.open_html, self._open_row()
+        end = f'<span class="tail-end" id="{self.element_id}-end"></span>'
+        if not rows and end in shown and shown.replace(end, text_html(delta) + end) == row:
+            return Patch("delta", text_html(delta))  # more text in the same cell
+        added = f'<tbody id="{self.element_id}-rows" hx-swap-oob="beforeend">{"".join(rows)}</tbody>' if rows else ""
+        return Patch("tail", f'{added}<tbody id="{self.element_id}-open" hx-swap-oob="innerHTML">{row}</tbody>')
+
+    def _open_row(self) -> str:
+        """The row being written, with the tail's end in its last cell (none while it has no text)."""
+        self.open_html = self._render_open_row()
+        return self.open_html
+
+    def _render_open_row(self) -> str:
+        if not self.open_line.strip():
+            return ""
+        end = f'<span class="tail-end" id="{self.element_id}-end"></span>'
+        row = self.table.row_html(self.open_line + MARK) if MARK not in self.open_line else None
+        if row is not None and MARK in row:
+            return row.replace(MARK, end)
+        row = self.table.row_html(self.open_line) or ""
+        cell_end = row.rfind("</td>")
+        return row[:cell_end] + end + row[cell_end:] if cell_end >= 0 else row
+
     def _line_html(self, line: str) -> str:
         """One line of code, highlighted on its own (so each is highlighted once, whatever follows)."""
         return sanitize(highlighted(self.fence.shown(line), self.fence.language))
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """A table the tail holds, its header and delimiter row complete: each body row renders on its own
+    (given the header, which sets the columns and their alignment), so a complete row is final."""
+
+    head: str  # the header and delimiter lines
+    head_html: str  # the table's start and its rendered header
+    body: int  # where the first body row begins
+
+    def rows(self, text: str) -> tuple[list[str], str]:
+        """The complete body rows in `text`, and the open one."""
+        rows = text[self.body :]
+        cut = rows.rfind("\n") + 1
+        return rows[: cut - 1].split("\n") if cut else [], rows[cut:]
+
+    def row_html(self, line: str) -> str | None:
+        """One body row, rendered as it is in the whole table; None if the line is no row of it."""
+        html = str(render_markdown(self.head + line))
+        start, end = html.find("<tbody>\n"), html.rfind("</tbody>")
+        if not line.strip() or start < 0 or html.count("<tr>") != 2:
+            return None
+        return html[start + len("<tbody>\n") : end]
+
+
+def _open_table(text: str) -> _Table | None:
+    """The table `text` is (after any blank lines), once its header and delimiter row are complete."""
+    start = len(text) - len(text.lstrip("\n"))
+    complete = text[start : text.rfind("\n") + 1]
+    lines = complete.split("\n")
+    if len(lines) < 3 or "|" not in lines[0] or not is_table(complete):
+        return None
+    head = lines[0] + "\n" + lines[1] + "\n"
+    head_html = str(render_markdown(head)).removesuffix("</table>\n")
+    return _Table(head, head_html, start + len(head))
 
 
 def _rendered(text: str) -> tuple[str, str, bool]:

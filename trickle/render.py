@@ -225,7 +225,19 @@ def _blocks(text: str) -> tuple[list[int], int | None]:
         closer = _CLOSING_FENCE.fullmatch(lines[end - 1].rstrip("\r\n")) if end - 1 > first else None
         if end < len(lines) or (closer and closer[1][0] == last.markup[0] and len(closer[1]) >= len(last.markup)):
             closed = line_offsets[end]
+    elif last is not None and last.type in _ENDED_BY_A_BLANK_LINE and last.map[1] < len(lines):
+        closed = line_offsets[last.map[1]]
     return starts, closed
+
+
+# Blocks that a blank line ends for good (unlike a list, a quote or indented code, which it may not).
+_ENDED_BY_A_BLANK_LINE = {"paragraph_open", "heading_open", "table_open", "hr"}
+
+
+def is_table(text: str) -> bool:
+    """Is `text` one table, from its first line to its last?"""
+    tokens = [token for token in _markdown().parse(text) if token.level == 0 and token.nesting >= 0]
+    return len(tokens) == 1 and tokens[0].type == "table_open" and tokens[0].map[1] == text.count("\n")
 
 
 class Splitter:
@@ -255,8 +267,8 @@ class Splitter:
         # Only complete lines decide the split, so it depends on the text alone,
         # not on how it was cut into deltas (a listener attaching later agrees).
         starts, closed = _blocks(self.tail[: self.tail.rindex("\n") + 1])
-        # All blocks but the last are finished: a later line can still extend the last one,
-        # unless it is a closed code fence (finished now, so the tail never holds a whole one).
+        # All blocks but the last are finished: a later line can still extend the last one, unless
+        # it is a closed code fence or a blank line ended it (so the tail never holds a whole one).
         ends = starts[1:] + ([closed] if closed is not None else [])
         blocks = [str(render_markdown(self.tail[start:end])) for start, end in zip(starts, ends, strict=False)]
         if ends:
