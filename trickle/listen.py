@@ -315,10 +315,13 @@ class PageEvents(Encoder):
         if event.thinking:  # the disclosure swapped in shows this thought, its tail as `thought_tail` renders it
             self.thoughts = Splitter(event.whole_thought)
             self.thought_tail.replace(self.thoughts.tail)
+        state = sse.event(html, "thought-state", event.thought_cursor)
         if event.rethought:  # what the page shows as the answer was the thought: empty the answer
+            # (as a `tail` event: a page loaded before the thought began has no disclosure to receive it)
             self.splitter = Splitter()
-            html += f'<div id="blocks-{self.message_id}" hx-swap-oob="innerHTML"></div>' + self.tail.swap("")
-        return sse.event(html, "thought-state", event.thought_cursor)
+            emptied = f'<div id="blocks-{self.message_id}" hx-swap-oob="innerHTML"></div>' + self.tail.swap("")
+            state += sse.event(emptied, "tail", event.thought_cursor)
+        return state
 
     def _stream(self, splitter: Splitter, tail: LiveTail, delta: str, cursor: int, kind: str) -> str:
         blocks = splitter.feed(delta)
