@@ -395,8 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
         def held() -> bool:
             """Wait for the test's `release()`, noticing a hang-up or stop() meanwhile."""
             rec.holding = True
+            released = self.up._released  # this test's: a reset() gives the next test its own
             try:
-                while not self.up._released.acquire(timeout=_STEP):
+                while not released.acquire(timeout=_STEP):
                     if self.up._stopping.is_set():
                         return False
                     if self._peer_closed():
