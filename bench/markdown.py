@@ -2,7 +2,9 @@
 
 Streams one long answer (paragraphs, lists, tables, code) through the page flow and prints
 (1) the SSE bytes the stream took against the size of the final rendered HTML: blocks are sent
-once and the tail is appended, so the ratio stays small however long the answer grows; and
+once, and the unfinished block, shown formatted, as its new text appended when that is all that
+changed, else rendered again (so at most that block's size a flush, and in an open code fence only
+the lines that completed), so the ratio stays small however long the answer grows; and
 (2) the longest main-thread task Chromium saw while the answer streamed (PerformanceObserver
 "longtask", which reports tasks over 50 ms). 127.0.0.1 only; bounded in time.
 """
@@ -56,9 +58,9 @@ def long_answer(tokens: int) -> str:
     return text
 
 
-def measure_bytes(server: AppServer, upstream: FakeUpstream, answer: str) -> tuple[int, int]:
+def measure_bytes(server: AppServer, upstream: FakeUpstream, answer: str, delay: float) -> tuple[int, int]:
     """SSE bytes of one page-flow stream, and the size of the answer's final rendered HTML."""
-    upstream.push(Script(text=answer, delay=0.001))
+    upstream.push(Script(text=answer, delay=delay))
     session = client(server)
     response = session.post(
         server.url("/messages"), data={"content": "Write the long one."}, headers={"HX-Request": "true"}, timeout=30
@@ -103,6 +105,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4000, help="answer length in tokens (default 4000)")
     parser.add_argument("--delay-ms", type=float, default=5.0, help="time between tokens in the browser run")
+    parser.add_argument(
+        "--bytes-delay-ms", type=float, default=1.0, help="time between tokens in the bytes run (more: more flushes)"
+    )
     args = parser.parse_args()
     answer = long_answer(args.tokens)
     tokens = len(re.findall(r"\S+\s*|\s+", answer))
@@ -117,7 +122,7 @@ def main() -> int:
     ).start()
     try:
         started = time.monotonic()
-        sse_bytes, html_bytes = measure_bytes(server, upstream, answer)
+        sse_bytes, html_bytes = measure_bytes(server, upstream, answer, args.bytes_delay_ms / 1000)
         longest, count = measure_longest_task(server, upstream, answer, args.delay_ms / 1000)
         print(f"Live markdown: {tokens} tokens ({len(answer):,} chars of markdown)")
         print(

@@ -61,6 +61,8 @@ class Script:
     dialect: str = "reasoning_content"
     thought_delay: float | None = None
     thought_hold: float = 0.0
+    # Token indices before which the stream waits until the test calls `upstream.release()` (one call a hold).
+    holds: tuple[int, ...] = ()
 
 
 # How a thinking model's thought arrives: in a field of the delta, or inside the content.
@@ -106,6 +108,7 @@ class StreamRecord:
     finished: bool = False
     client_closed_early: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
+    holding: bool = False  # waiting at one of the script's `holds`
 
 
 def _content_text(content: Any) -> str:
@@ -389,6 +392,21 @@ class _Handler(BaseHTTPRequestHandler):
                     return True
                 self.up._stopping.wait(min(_STEP, left))
 
+        def held() -> bool:
+            """Wait for the test's `release()`, noticing a hang-up or stop() meanwhile."""
+            rec.holding = True
+            released = self.up._released  # this test's: a reset() gives the next test its own
+            try:
+                while not released.acquire(timeout=_STEP):
+                    if self.up._stopping.is_set():
+                        return False
+                    if self._peer_closed():
+                        rec.client_closed_early = True
+                        return False
+                return True
+            finally:
+                rec.holding = False
+
         try:
             try:
                 self.send_response(200)
@@ -433,6 +451,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if cut is not None and i >= cut:
                     break
                 if i > 0 and script.delay and not wait(script.delay):
+                    return
+                if i in script.holds and not held():
                     return
                 # Count before writing so the record is never behind what the client saw.
                 rec.tokens_sent += 1
@@ -520,6 +540,7 @@ class FakeUpstream:
         self.by_model: dict[str, Script] = {}  # requests for these models: always this script
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._released = threading.Semaphore(0)  # one permit per `release()`, taken by a held stream
         self._conns: set[socket.socket] = set()
         self.connections_accepted = 0  # TCP connections ever opened to it: keep-alive shows as fewer
         self._counter = 0
@@ -588,8 +609,13 @@ class FakeUpstream:
             for s in scripts:
                 self._queue.append([s, max(1, s.repeat)])
 
+    def release(self) -> None:
+        """Let a stream waiting at one of its `holds` go on (to its next hold)."""
+        self._released.release()
+
     def reset(self) -> None:
         """Forget queued scripts and records; restore the constructor's default."""
+        self._released = threading.Semaphore(0)
         with self._lock:
             self._queue.clear()
             self.by_model.clear()

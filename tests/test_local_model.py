@@ -49,8 +49,8 @@ def stop(server, answer_id: int, session=None) -> None:
 
 
 def pieces(listener) -> int:
-    """Text events received so far (a local answer has newlines: `block` events as well as `delta`)."""
-    return len([e for e in listener.events if e.event in ("delta", "block")])
+    """Text events received so far (a local answer has newlines and markdown: `block`, `tail` and `delta`)."""
+    return len([e for e in listener.events if e.event in ("delta", "block", "tail")])
 
 
 class Timed:
@@ -68,7 +68,7 @@ class Timed:
             event = self.listener.next()
             if event is None or event.event == "done":
                 return
-            if event.event in ("delta", "block"):
+            if event.event in ("delta", "block", "tail"):
                 self.times.append(time.monotonic())
 
     def wait_for(self, count: int, timeout: float = 120) -> bool:

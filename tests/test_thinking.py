@@ -183,7 +183,8 @@ def test_the_page_empties_an_answer_that_was_a_thought():
     event = page.thought_done(
         Update(12, "", thought_cursor=12, whole_thought="was thinking", rethought=True, thinking=True)
     )
-    assert '<div id="blocks-7" hx-swap-oob="innerHTML"></div><span id="tail-7" hx-swap-oob="innerHTML"></span>' in event
+    assert '<div id="blocks-7" hx-swap-oob="innerHTML"></div><div id="tail-7" hx-swap-oob="innerHTML">' in event
+    assert '<p class="tail-opening"><span class="tail-end" id="tail-7-end"></span></p>' in event  # emptied
     assert page.thought(" more", 17).startswith("event: thought-delta")
 
 

@@ -92,3 +92,36 @@ def test_xss_payloads_typed_and_streamed_never_run(shared_server, upstream, page
     assert page.url.startswith(shared_server.url("/c/"))  # no meta refresh or base hijack moved the page
     assert not console_errors, console_errors  # includes Content-Security-Policy violations
     screenshot(page, "xss-payloads-shown-as-text")
+
+
+def test_payloads_in_an_unfinished_block_never_run(shared_server, upstream, page, console_errors):
+    """The formatted tail is model output like any block: checked while each block is still open."""
+    dialogs = guard(page)
+    payloads = " ".join(PAYLOADS[:30])
+    sections = [
+        split_randomly("A paragraph: **" + payloads, 3),
+        split_randomly("\n\n- item " + payloads, 4),
+        split_randomly("\n\n| a | b |\n|---|---|\n| " + payloads.replace("|", "\\|") + " | x", 5),
+        split_randomly("\n\n```html\n" + "\n".join(PAYLOADS[:30]) + "\n<img src=x onerror=alert(1)>", 6),
+        ["\n```\n"],
+    ]
+    tokens, starts = [], []  # each section begins once the one before was checked, still open
+    for section in sections:
+        starts.append(len(tokens))
+        tokens += section
+    starts = starts[1:]
+    upstream.push(Script(tokens=tokens, delay=0.001, holds=tuple(starts)))
+    page.goto(shared_server.url("/"))
+    page.locator("#content").fill("Say the nasty things slowly.")
+    page.locator("#content").press("Enter")
+    tail = page.locator("article.streaming .tail")
+    for shown in ("p", "li", "td", ".code"):
+        assert upstream.wait_for(lambda: upstream.streams and upstream.streams[-1].holding, timeout=20)
+        expect(tail.locator(shown).first).to_contain_text("alert")
+        assert page.evaluate(INJECTED) == []
+        upstream.release()
+    expect(page.locator("article.message.assistant").last).to_have_attribute("data-status", "done", timeout=30000)
+    assert page.evaluate(INJECTED) == []
+    page.wait_for_timeout(300)  # let any deferred handler fire
+    assert page.evaluate("window.__xss") is None and dialogs == []
+    assert not console_errors, console_errors

@@ -21,6 +21,7 @@ from gevent.hub import Waiter
 from markupsafe import escape
 
 from . import sse
+from .live_markdown import LiveTail
 from .render import Splitter
 from .textlog import Followed
 
@@ -268,9 +269,12 @@ class Shown:
 
 
 class PageEvents(Encoder):
-    """The chat page's events: `block` (a finished markdown block), `delta` (tail text),
-    `status` (e.g. retrying…) and `done` (the final message fragment); for a thought, `thought-block`
-    and `thought-delta` the same way, and `thought-state` (the disclosure, opened or closed).
+    """The chat page's events: `block` (finished markdown blocks, and the tail that follows them),
+    `tail` (the unfinished block, formatted: out-of-band swaps of `#tail-<id>` or of its open code
+    lines), `delta` (text appended where the tail ends, when its formatting only grew by it; see
+    live_markdown), `status` (e.g. retrying…) and `done` (the final message fragment); for a thought,
+    `thought-block`, `thought-tail` and `thought-delta` the same way, and `thought-state` (the
+    disclosure, opened or closed).
 
     `render_thought(thought, thinking, thought_ms)` renders `_thought.html`. With context added to
     the answer, the page's blocks hold only what follows the last addition, at offset `since`.
@@ -289,47 +293,55 @@ class PageEvents(Encoder):
         self.render_thought = render_thought
         self.splitter = Splitter()
         self.thoughts = Splitter()
+        self.tail = LiveTail(f"tail-{message_id}")
+        self.thought_tail = LiveTail(f"thought-tail-{message_id}")
         self.in_step = False  # the page's blocks are the splitter's: true when the stream began at its cursor
 
     def start(self, prefix: str, cursor: int, thought_length: int = 0) -> str:
-        # The page already shows this much.
+        # The page already shows this much, its tails rendered as these render them.
         self.thoughts = Splitter(prefix[:thought_length])
         answer = prefix[thought_length:]
         self.splitter = Splitter(answer[self.since :] if len(answer) >= self.since else answer)
+        self.thought_tail.replace(self.thoughts.tail)
+        self.tail.replace(self.splitter.tail)
         self.in_step = len(prefix) == cursor
         return ""
 
     def text(self, delta: str, cursor: int) -> str:
-        return self._stream(self.splitter, delta, cursor, "")
+        return self._stream(self.splitter, self.tail, delta, cursor, "")
 
     def thought(self, delta: str, cursor: int) -> str:
         # Into the open disclosure every streaming bubble has (hidden while empty): an element swapped
         # in would miss the events that come before htmx has processed it.
-        return self._stream(self.thoughts, delta, cursor, "thought-")
+        return self._stream(self.thoughts, self.thought_tail, delta, cursor, "thought-")
 
     def thought_done(self, event: Update) -> str:
         html = self.render_thought(event.whole_thought, event.thinking, event.thought_ms)
-        if event.thinking:
+        if event.thinking:  # the disclosure swapped in shows this thought, its tail as `thought_tail` renders it
             self.thoughts = Splitter(event.whole_thought)
+            self.thought_tail.replace(self.thoughts.tail)
+        state = sse.event(html, "thought-state", event.thought_cursor)
         if event.rethought:  # what the page shows as the answer was the thought: empty the answer
+            # (as a `tail` event: a page loaded before the thought began has no disclosure to receive it)
             self.splitter = Splitter()
-            html += f'<div id="blocks-{self.message_id}" hx-swap-oob="innerHTML"></div>' + self._tail_html(
-                self.splitter, ""
-            )
-        return sse.event(html, "thought-state", event.thought_cursor)
+            emptied = f'<div id="blocks-{self.message_id}" hx-swap-oob="innerHTML"></div>' + self.tail.swap("")
+            state += sse.event(emptied, "tail", event.thought_cursor)
+        return state
 
-    def _tail_html(self, splitter: Splitter, kind: str) -> str:
-        """The new tail, swapped into the page's (which keeps listening for deltas)."""
-        return f'<span id="{kind}tail-{self.message_id}" hx-swap-oob="innerHTML">{escape(splitter.tail)}</span>'
-
-    def _stream(self, splitter: Splitter, delta: str, cursor: int, kind: str) -> str:
+    def _stream(self, splitter: Splitter, tail: LiveTail, delta: str, cursor: int, kind: str) -> str:
         blocks = splitter.feed(delta)
-        if not blocks:
-            return sse.event(str(escape(delta)), f"{kind}delta", cursor)
-        return sse.event("".join(blocks) + self._tail_html(splitter, kind), f"{kind}block", cursor)
+        if blocks:
+            return sse.event("".join(blocks) + tail.swap(splitter.tail), f"{kind}block", cursor)
+        patch = tail.grow(delta)
+        return sse.event(patch.data, f"{kind}{patch.event}", cursor)
 
     def notice(self, notice: str | None, cursor: int) -> str:
         return sse.event(str(escape(notice or "")), "status", cursor)
+
+    def encode(self, event: StreamEvent) -> list[str]:
+        if isinstance(event, Update) and event.ended is not None and event.cursor != event.ended.length:
+            self.in_step = False  # an answer read back whole (nothing replayed): the page holds less than its end
+        return super().encode(event)
 
     def finish(self, followed: Followed, cursor: int) -> str:
         # In step, the page got every character up to the end: `cursor` is what it holds.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from flask import current_app, url_for
+from markupsafe import Markup
 
 from . import attachments_store, context_store, storage
 from .continuation import segments
+from .live_markdown import LiveTail
 from .render import Splitter, render_markdown
 from .status import Status
 
@@ -49,7 +51,7 @@ def message_view(
         splitter = Splitter()  # what the stream writes follows the last addition (`PageEvents(since=…)`)
         view.update(
             blocks=splitter.feed(rest),
-            tail=splitter.tail,
+            tail_html=Markup(LiveTail(f"tail-{row.id}", splitter.tail).html()),
             cursor=len(thought) + len(text),
             notice=live.notice if live is not None else None,
         )
@@ -70,7 +72,9 @@ def thought_view(message_id: int, status: str, thought: str, thought_ms: int | N
     }
     if view["thinking"]:
         splitter = Splitter()
-        view.update(thought_blocks=splitter.feed(thought), thought_tail=splitter.tail)
+        thought_blocks = splitter.feed(thought)
+        thought_tail = Markup(LiveTail(f"thought-tail-{message_id}", splitter.tail).html())
+        view.update(thought_blocks=thought_blocks, thought_tail_html=thought_tail)
     elif thought:
         view["thought_html"] = render_markdown(thought)
     return view

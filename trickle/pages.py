@@ -215,7 +215,7 @@ def _kept_blocks(row, shown: Shown | None) -> Markup | None:
     text = row.content or ""
     if shown is None or shown.length != len(row.thoughts or "") + len(text):
         return None
-    if not shown.tail or len(shown.tail) == len(text):
+    if len(shown.tail) == len(text):  # no finished block shown: nothing to keep
         return None
     if not text.endswith(shown.tail) or not renders_by_blocks(text):
         return None

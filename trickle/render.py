@@ -8,6 +8,7 @@ listener that attaches at any offset computes the same split the page shows.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import nh3
@@ -63,22 +64,41 @@ _ATTRIBUTES = {
 }
 
 
-def _fence(self, tokens, idx, options, env) -> str:
-    """Fenced code: Pygments classes, a language label and a copy button."""
-    token = tokens[idx]
-    language = token.info.strip().split(" ")[0][:30] if token.info else ""
+@lru_cache(maxsize=64)
+def _lexer(language: str):
+    """The Pygments lexer for a fence's language, or None: looked up once, not per block or line."""
     try:
-        code = highlight(token.content, get_lexer_by_name(language), _FORMATTER) if language else None
+        return get_lexer_by_name(language) if language else None
     except ClassNotFound:
-        code = None
-    if code is None:
-        code = str(escape(token.content))
-    label = f'<span class="code-lang">{escape(language)}</span>' if language else '<span class="code-lang"></span>'
+        return None
+
+
+def fence_language(info: str) -> str:
+    """The language a fence's info string names (its first word), as the label shows it."""
+    return info.strip().split(" ")[0][:30] if info else ""
+
+
+def highlighted(code: str, language: str) -> str:
+    """Code as Pygments-classed HTML (escaped text when the language is unknown); not yet sanitized."""
+    lexer = _lexer(language)
+    return highlight(code, lexer, _FORMATTER) if lexer is not None else str(escape(code))
+
+
+def code_frame(language: str, code_html: str) -> str:
+    """The box a code block sits in: a language label, a copy button and the code."""
+    label = f'<span class="code-lang">{escape(language)}</span>'
     return (
         f'<div class="code">{label}'
         f'<button class="copy" type="button" aria-label="Copy code">Copy</button>'
-        f"<pre><code>{code}</code></pre></div>\n"
+        f"<pre><code>{code_html}</code></pre></div>\n"
     )
+
+
+def _fence(self, tokens, idx, options, env) -> str:
+    """Fenced code: Pygments classes, a language label and a copy button."""
+    token = tokens[idx]
+    language = fence_language(token.info)
+    return code_frame(language, highlighted(token.content, language))
 
 
 @lru_cache(maxsize=1)
@@ -140,15 +160,84 @@ def renders_by_blocks(text: str) -> bool:
 
 def block_starts(text: str) -> list[int]:
     """Character offsets where each top-level markdown block of `text` begins."""
+    return _blocks(text)[0]
+
+
+_OPENING_FENCE = re.compile(r"( {0,3})(`{3,}(?=[^`\n]*\n)|~{3,})([^\n]*)\n")
+_CLOSING_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFence:
+    """A code fence that a streaming tail opens and no line closed yet: until one does, no block
+    can end, and each line that completes is final (live_markdown shows it highlighted, once)."""
+
+    indent: int
+    marker: str
+    language: str
+    body: int  # where the first line of code begins
+
+    def lines(self, text: str) -> tuple[list[str], str]:
+        """The complete lines of code in `text`, and the open one (as written: `shown` dedents)."""
+        code = text[self.body :]
+        cut = code.rfind("\n") + 1
+        return [line + "\n" for line in code[: cut - 1].split("\n")] if cut else [], code[cut:]
+
+    def shown(self, line: str) -> str:
+        """A line of code as the block shows it: without the fence's own indent, as CommonMark says."""
+        return _dedent(line, self.indent)
+
+    def closes(self, line: str) -> bool:
+        closer = _CLOSING_FENCE.fullmatch(line.rstrip("\r\n"))
+        return bool(closer) and closer[1][0] == self.marker[0] and len(closer[1]) >= len(self.marker)
+
+
+def _dedent(line: str, indent: int) -> str:
+    stripped = len(line) - len(line.lstrip(" "))
+    return line[min(stripped, indent) :]
+
+
+def open_fence(text: str) -> OpenFence | None:
+    """The fence `text` opens (after any blank lines) and leaves open, if it does."""
+    start = len(text) - len(text.lstrip("\n"))
+    opening = _OPENING_FENCE.match(text, start)
+    if opening is None:
+        return None
+    fence = OpenFence(len(opening[1]), opening[2], fence_language(opening[3]), opening.end())
+    return None if any(fence.closes(line) for line in fence.lines(text)[0]) else fence
+
+
+def _blocks(text: str) -> tuple[list[int], int | None]:
+    """Where each top-level block of `text` begins, and where the last one ends if it is a code fence
+    already closed (no later line can extend it), else None."""
     lines = text.splitlines(keepends=True)
     line_offsets = [0]
     for line in lines:
         line_offsets.append(line_offsets[-1] + len(line))
-    starts = []
+    starts, last = [], None
     for token in _markdown().parse(text):
         if token.level == 0 and token.map and token.nesting >= 0:
             starts.append(line_offsets[token.map[0]])
-    return starts
+            last = token
+    closed = None
+    if last is not None and last.type == "fence":
+        first, end = last.map
+        closer = _CLOSING_FENCE.fullmatch(lines[end - 1].rstrip("\r\n")) if end - 1 > first else None
+        if end < len(lines) or (closer and closer[1][0] == last.markup[0] and len(closer[1]) >= len(last.markup)):
+            closed = line_offsets[end]
+    elif last is not None and last.type in _ENDED_BY_A_BLANK_LINE and last.map[1] < len(lines):
+        closed = line_offsets[last.map[1]]
+    return starts, closed
+
+
+# Blocks that a blank line ends for good (unlike a list, a quote or indented code, which it may not).
+_ENDED_BY_A_BLANK_LINE = {"paragraph_open", "heading_open", "table_open", "hr"}
+
+
+def is_table(text: str) -> bool:
+    """Is `text` one table, from its first line to its last?"""
+    tokens = [token for token in _markdown().parse(text) if token.level == 0 and token.nesting >= 0]
+    return len(tokens) == 1 and tokens[0].type == "table_open" and tokens[0].map[1] == text.count("\n")
 
 
 class Splitter:
@@ -161,20 +250,28 @@ class Splitter:
 
     def __init__(self, text: str = ""):
         self.tail = ""  # the text after the last finished block
+        self.fence: OpenFence | None = None  # the code fence the tail opens, while no line closed it
         if text:
             self.feed(text)
 
     def feed(self, delta: str) -> list[str]:
         """Add `delta`; return the blocks it finished, as sanitized HTML."""
+        lines_before = self.tail[self.tail.rfind("\n") + 1 :]
         self.tail += delta
         if "\n" not in delta:
             return []
+        if self.fence is not None and "\r" not in delta:
+            # Nothing but a closing line can end an open fence: a long code block is not parsed again per line.
+            if not any(self.fence.closes(line) for line in (lines_before + delta).split("\n")[:-1]):
+                return []
         # Only complete lines decide the split, so it depends on the text alone,
         # not on how it was cut into deltas (a listener attaching later agrees).
-        starts = block_starts(self.tail[: self.tail.rindex("\n") + 1])
-        if len(starts) < 2:
-            return []
-        # All blocks but the last are finished: a later line can still extend the last one.
-        blocks = [str(render_markdown(self.tail[start:end])) for start, end in zip(starts, starts[1:], strict=False)]
-        self.tail = self.tail[starts[-1] :]
+        starts, closed = _blocks(self.tail[: self.tail.rindex("\n") + 1])
+        # All blocks but the last are finished: a later line can still extend the last one, unless
+        # it is a closed code fence or a blank line ended it (so the tail never holds a whole one).
+        ends = starts[1:] + ([closed] if closed is not None else [])
+        blocks = [str(render_markdown(self.tail[start:end])) for start, end in zip(starts, ends, strict=False)]
+        if ends:
+            self.tail = self.tail[ends[-1] :]
+        self.fence = open_fence(self.tail)
         return blocks
