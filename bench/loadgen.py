@@ -222,7 +222,7 @@ def content_of(mode: str, raw: bytes) -> tuple[str, str | None]:
     return "content", text
 
 
-TAIL = re.compile(r'<span class="tail"[^>]*>(.*?)</span>', re.S)
+TAIL = re.compile(r'<div class="tail"[^>]*>(.*?)</div>', re.S)  # the bench reply's tail: text in spans
 MESSAGE_BODY = re.compile(r'<div class="body">(.*?)</div>\s*<footer', re.S)
 TAG = re.compile(r"<[^>]+>")
 
@@ -418,7 +418,7 @@ class LoadGen:
                 self.end(stream)
                 return
             tail = TAIL.search(response.body.decode("utf-8", "replace"))
-            stream.prefix = html.unescape(tail.group(1)) if tail else ""
+            stream.prefix = html.unescape(TAG.sub("", tail.group(1))) if tail else ""
             stream.phase = "main"
             stream.recvs = []
             stream.eof = False
