@@ -162,7 +162,7 @@ def test_follow_yields_text_events_that_each_encoder_writes_in_its_own_form():
     # One write for the whole batch; a first byte at once even when the start has nothing to say.
     assert list(sse_stream(remote, 0, ApiEvents(), **intervals)) == [
         sse.PING,
-        b'data: {"content": "Hello, world"}\n\ndata: [DONE]\n\n',
+        b'data: {"content":"Hello, world"}\n\ndata: [DONE]\n\n',  # byte for byte what the reference relay writes
     ]
     ended = EndedMessage("Hello", "failed", "It broke.")
     assert list(follow(ended, 2, **intervals)) == [Start("", 2), Update(2, ended=ended)]  # only its end
