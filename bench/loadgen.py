@@ -418,7 +418,8 @@ class LoadGen:
                 self.end(stream)
                 return
             tail = TAIL.search(response.body.decode("utf-8", "replace"))
-            stream.prefix = html.unescape(TAG.sub("", tail.group(1))) if tail else ""
+            # The text the bubble already shows, without the markup's own line breaks.
+            stream.prefix = html.unescape(TAG.sub("", tail.group(1))).strip("\n") if tail else ""
             stream.phase = "main"
             stream.recvs = []
             stream.eof = False

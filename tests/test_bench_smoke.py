@@ -47,6 +47,7 @@ def test_bench_smoke(tmp_path):
         # every stream got the exact text; on a loaded machine a short page-flow answer can end before its
         # stream attaches, and then arrives whole in `done` (checked against the expected text too)
         assert row["exact"] + row.get("late", 0) == row["n"] == row["streams"], (row["label"], row["errors"])
+        assert row["exact"] > 0, (row["label"], row["errors"])  # all "late": the bench misreads the stream
         assert row["tokens_relayed"] >= row["n"] * payload["info"]["tokens"], row
         assert row["server_cpu_s"] is not None and row["client_cpu_s"] is not None
     assert payload["info"]["page_weight"]["gzip"] > 0
@@ -104,3 +105,18 @@ def test_live_markdown_bench_prints_the_byte_ratio_and_longest_task():
     assert ratio, result.stdout
     assert float(ratio.group(1)) > 0
     assert "longest main-thread task while streaming in Chromium" in result.stdout
+
+
+def test_upstream_read_bench_prints_the_cost_of_a_request_and_of_a_token():
+    """`python -m bench.upstream_read` on a few short answers, so that it never rots (no timing is asserted)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.upstream_read", "--streams", "5", "--tokens", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"a request \(.*\): [\d.]+ ms CPU each", result.stdout), result.stdout
+    deltas = re.search(r"µs CPU per delta read \((\d+) deltas\)", result.stdout)
+    assert deltas and int(deltas.group(1)) >= 5 * 5, result.stdout  # every token of every answer was read
