@@ -542,7 +542,6 @@ class FakeUpstream:
         self._stopping = threading.Event()
         self._released = threading.Semaphore(0)  # one permit per `release()`, taken by a held stream
         self._conns: set[socket.socket] = set()
-        self.connections_accepted = 0  # TCP connections ever opened to it: keep-alive shows as fewer
         self._counter = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -663,10 +662,15 @@ class FakeUpstream:
         with self._lock:
             self.streams.append(rec)
 
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open to it now."""
+        with self._lock:
+            return len(self._conns)
+
     def _register(self, conn: socket.socket) -> None:
         with self._lock:
             self._conns.add(conn)
-            self.connections_accepted += 1
 
     def _unregister(self, conn: socket.socket) -> None:
         with self._lock:

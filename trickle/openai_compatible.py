@@ -21,7 +21,6 @@ from .settings import Settings
 from .thoughts import DeltaReader, Rethink
 
 CHECK_TIMEOUT_S = 3.0  # the start-up look at /models: a dead address must not hold a worker's start for long
-END_OF_BODY_WAIT_S = 0.5  # after `[DONE]`: how long the end of the body may take before the connection is dropped
 RECHECK_S = 60.0  # a problem shown on the page is looked at again this often (in the background)
 # The variable that sets each kind of endpoint, for the page's "could not reach …" banner.
 ADDRESS_VARIABLE = {"custom": "OPENAI_BASE_URL", "ollama": "OLLAMA_HOST"}
@@ -137,10 +136,11 @@ class OpenAICompatible:
                 stream=True,
             )
             try:
-                chunks = response.iter_bytes()
-                yield from _parse_sse(_data_lines(chunks), messages)
-                _read_to_the_end(chunks)
+                yield from _parse_sse(_data_lines(response.iter_bytes()), messages)
             finally:
+                # Closed at `[DONE]`, before its last chunk: the connection is not reused. Reading that
+                # chunk to give it back made httpcore's pool grow past its keep-alive limit under load
+                # (a few hundred idle sockets per hundred answers at once), until the provider refused more.
                 response.close()
         except openai.OpenAIError as err:
             error = _provider_error(err, self.endpoint, model)
@@ -216,15 +216,6 @@ class OpenAICompatible:
         if self._problem and stale and (self._checking is None or self._checking.ready()):
             self._checking = gevent.spawn(self.check)
         return self._problem
-
-
-def _read_to_the_end(chunks: Iterator[bytes]) -> None:
-    """Read what follows `[DONE]` (the body's last chunk, at once from any server) so the connection
-    goes back to the pool: one closed early is thrown away, and the next answer pays a new connection
-    (a TLS handshake, for a remote provider). A server that keeps the body open is not waited for."""
-    with gevent.Timeout(END_OF_BODY_WAIT_S, False):
-        for _ in chunks:
-            pass
 
 
 def _data_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
