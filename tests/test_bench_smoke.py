@@ -54,12 +54,17 @@ def test_bench_smoke(tmp_path):
     assert payload["info"]["cold_start"]["median_s"] > 0
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess:
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m module args…` from the repository; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     return done
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    return run_module("bench", "--smoke", *args)
 
 
 def test_bench_repeat_prints_median_rows_and_the_target_check(tmp_path):
@@ -93,14 +98,7 @@ def test_bench_soak_and_browser_first_text(tmp_path):
 
 def test_live_markdown_bench_prints_the_byte_ratio_and_longest_task():
     """`python -m bench.markdown` on a short answer, so that it never rots (no timing is asserted)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.markdown", "--tokens", "400", "--delay-ms", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_module("bench.markdown", "--tokens", "400", "--delay-ms", "1", timeout=300)
     ratio = re.search(r"SSE bytes [\d,]+ / rendered HTML [\d,]+ bytes = ([\d.]+)x", result.stdout)
     assert ratio, result.stdout
     assert float(ratio.group(1)) > 0
@@ -109,14 +107,7 @@ def test_live_markdown_bench_prints_the_byte_ratio_and_longest_task():
 
 def test_upstream_read_bench_prints_the_cost_of_a_request_and_of_a_token():
     """`python -m bench.upstream_read` on a few short answers, so that it never rots (no timing is asserted)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.upstream_read", "--streams", "5", "--tokens", "5"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_module("bench.upstream_read", "--streams", "5", "--tokens", "5", timeout=300)
     assert re.search(r"a request \(.*\): [\d.]+ ms CPU each", result.stdout), result.stdout
     deltas = re.search(r"µs CPU per delta read \((\d+) deltas\)", result.stdout)
     assert deltas and int(deltas.group(1)) >= 5 * 5, result.stdout  # every token of every answer was read
