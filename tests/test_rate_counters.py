@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from trickle.limits import limiter
@@ -13,17 +14,29 @@ def test_the_app_counts_in_process_with_the_swept_storage(app):
         assert isinstance(limiter.limiter.storage, SweptMemoryStorage)
 
 
-def test_a_thousand_keys_hit_at_once_leave_one_sweep_a_second_pending():
+def test_a_thousand_hits_start_no_thread():
     counters = SweptMemoryStorage()
-    counters.timer.join()  # the one sweep its constructor starts
+    counters.timer.join()  # the one sweep the parent's constructor starts
+    threads = threading.active_count()
     for n in range(1000):
         counters.incr(f"owner:{n}", expiry=60)
-    assert counters.timer.is_alive()
-    assert counters.timer.interval == SWEEP_S  # the parent's hook is ours: its own timer waits 10 ms
-    first = counters.timer
-    counters.incr("owner:again", expiry=60)
-    assert counters.timer is first  # no new thread while one is pending
+    assert threading.active_count() == threads
+    assert not counters.timer.is_alive()
     assert counters.get("owner:7") == 1
+
+
+def test_the_first_hit_after_a_second_sweeps_the_ended_windows():
+    counters = SweptMemoryStorage()
+    counters.timer.join()
+    counters.incr("owner:gone", expiry=0.01)
+    time.sleep(0.02)
+    counters.incr("owner:new", expiry=60)
+    assert "owner:gone" in counters.storage  # within the second: left for the sweep
+    counters.next_sweep = time.monotonic() - 0.001
+    counters.incr("owner:new", expiry=60)
+    assert "owner:gone" not in counters.storage and "owner:gone" not in counters.expirations
+    assert counters.get("owner:new") == 2
+    assert counters.next_sweep > time.monotonic() + SWEEP_S / 2
 
 
 def test_a_window_that_ended_counts_from_zero_before_any_sweep():

@@ -1,15 +1,17 @@
-"""The rate-limit counters of one worker (no REDIS_URL): limits' memory storage, swept once a second.
+"""The rate-limit counters of one worker (no REDIS_URL): limits' memory storage, swept inline once a second.
 
-limits' `MemoryStorage` starts a timer thread 10 ms after a hit whenever none runs, and that
-thread walks every key. Under load (a thousand people, a few limits each) that is a new thread
-and a walk of thousands of keys a hundred times a second, on the loop that streams the answers.
-Its reads already drop a key whose window ended, so the sweep only keeps memory bounded, and
-once a second does that as well.
+limits' `MemoryStorage` keeps its counters bounded with a timer thread: every hit asks whether the
+timer is alive and starts one 10 ms later when it is not, and that thread walks every key. Under
+gevent that thread is a greenlet, and asking whether it is alive is a non-blocking lock acquire,
+which gevent turns into a yield to the hub: each request's limit check sent it to the back of the
+run queue, so fifty requests that arrived together reached the provider together, after all of
+them were handled. Its reads already drop a key whose window ended, so the sweep only keeps memory
+bounded; here the first hit after a second has passed does it, with no thread and no yield.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 
 from limits.storage import MemoryStorage
 
@@ -18,12 +20,16 @@ SCHEME = "trickle-memory"
 
 
 class SweptMemoryStorage(MemoryStorage):
-    """`memory://` with its expiry sweep at most once a second (`trickle-memory://`)."""
+    """`memory://` with its expiry sweep run by the first hit after `SWEEP_S` (`trickle-memory://`)."""
 
     STORAGE_SCHEME = [SCHEME]
 
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str):
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self.next_sweep = time.monotonic() + SWEEP_S
+
     def _MemoryStorage__schedule_expiry(self) -> None:  # the parent's private hook, called by every hit
-        if not self.timer.is_alive():
-            self.timer = threading.Timer(SWEEP_S, self._MemoryStorage__expire_events)
-            self.timer.daemon = True
-            self.timer.start()
+        now = time.monotonic()
+        if now >= self.next_sweep:
+            self.next_sweep = now + SWEEP_S
+            self._MemoryStorage__expire_events()
