@@ -175,7 +175,8 @@ def test_pages_and_other_streams_stay_fast_while_the_model_writes(local_server):
 
 
 def test_the_json_api_the_websocket_and_the_ai_sdk_use_the_local_model(local_server):
-    question = [{"role": "user", "content": "Say hello in one short sentence."}]
+    # long enough to span several flushes: a two-token "Hello." can arrive as one event
+    question = [{"role": "user", "content": "Count from one to twenty, in words."}]
     response = requests.post(local_server.url("/api/chat"), json={"messages": question}, stream=True, timeout=120)
     contents = [
         json.loads(line[6:])["content"]
