@@ -3,9 +3,8 @@
 limits' `MemoryStorage` keeps its counters bounded with a timer thread: every hit asks whether the
 timer is alive and starts one 10 ms later when it is not, and that thread walks every key. Under
 gevent that thread is a greenlet, and asking whether it is alive is a non-blocking lock acquire,
-which gevent turns into a yield to the hub: each request's limit check sent it to the back of the
-run queue, so fifty requests that arrived together reached the provider together, after all of
-them were handled. Its reads already drop a key whose window ended, so the sweep only keeps memory
+which gevent turns into a yield to the hub: each request's limit check sent its handler to the
+back of the run queue. Its reads already drop a key whose window ended, so the sweep only keeps memory
 bounded; here the first hit after a second has passed does it, with no thread and no yield.
 """
 
